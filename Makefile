@@ -1,0 +1,37 @@
+# Quick start: `make run` (set up, load the sample dumps, run the main job) and
+# `make test` (set up with test extras, run the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SAMPLES := tests/fixtures/dumps
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.run: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.run
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.run
+	$(BIN)/ticker backfill $(SAMPLES)
+	$(BIN)/ticker run
+
+test: $(VENV)/.test
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check ticker tests
+	$(BIN)/ruff format --check ticker tests
+	$(BIN)/mypy
+
+bench: $(VENV)/.test
+	$(BIN)/python tests/benchmarks/bench_backfill.py
+	$(BIN)/python tests/benchmarks/bench_startup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m ticker` runs the command line."""
+
+from ticker.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""Dumps stage: saved pages (text, HTML, gzip, WARC) from files, directories and globs."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from ticker.errors import InputError
+from ticker.models import Page
+
+MAX_PAGE_BYTES = 20 * 1024 * 1024  # no real page comes near; a bigger one is not a page
+PAGE_SUFFIXES = (".txt", ".text", ".html", ".htm", ".warc")
+SOURCE_HEADER = "WARC-Ticker-Source"  # written by ticker's own archive
+_GZIP_MAGIC = b"\x1f\x8b"
+_WARC_MAGIC = b"WARC/"
+
+
+def is_page_file(name: str) -> bool:
+    """Whether a file found in a directory walk looks like a page dump by its name."""
+    name = name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(PAGE_SUFFIXES)
+
+
+def expand(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named by the arguments (directories recursively, globs expanded), and the
+    arguments that name nothing, each with its reason."""
+    files: dict[Path, None] = {}
+    missing: list[tuple[str, str]] = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            _walk(path, files)
+        elif path.is_file():
+            files[path] = None
+        elif glob.has_magic(arg):
+            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            if not matches:
+                missing.append((arg, "no file matches this pattern"))
+            for match in matches:
+                m = Path(match)
+                if m.is_dir():
+                    _walk(m, files)
+                elif m.is_file():
+                    files[m] = None
+        elif path.exists():
+            missing.append((arg, "not a regular file or directory"))
+        else:
+            missing.append((arg, "no such file or directory"))
+    return list(files), missing
+
+
+def _walk(root: Path, files: dict[Path, None]) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in sorted(filenames):
+            if is_page_file(name) and not name.startswith("."):
+                files[Path(dirpath) / name] = None
+
+
+def read_pages(path: Path) -> Iterator[Page]:
+    """Every page in one file. Raises InputError (naming the file) when it cannot be read;
+    pages of a WARC file yielded before the fault stand."""
+    origin = str(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            fh.seek(0)
+            if head.startswith(_WARC_MAGIC):
+                yield from _warc_pages(fh, origin)
+                return
+            if head.startswith(_GZIP_MAGIC):
+                body = _gunzip(fh, origin)
+                if body.startswith(_WARC_MAGIC):
+                    fh.seek(0)
+                    yield from _warc_pages(fh, origin)
+                    return
+            else:
+                body = fh.read(MAX_PAGE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
+    yield Page(origin=origin, body=_check_body(body, origin))
+
+
+def _check_body(body: bytes, origin: str) -> bytes:
+    if len(body) > MAX_PAGE_BYTES:
+        raise InputError(origin, f"larger than {MAX_PAGE_BYTES >> 20} MB, not a page dump")
+    if not body.strip():
+        raise InputError(origin, "empty file, no page in it")
+    if b"\0" in body[:8192] and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(origin, "binary data, not a text, HTML, gzip or WARC page dump")
+    return body
+
+
+def _gunzip(fh: IO[bytes], origin: str) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=fh) as gz:
+            return gz.read(MAX_PAGE_BYTES + 1)
+    except EOFError:
+        raise InputError(origin, "truncated gzip file (it ends before its end marker)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(origin, f"corrupt gzip file ({exc})") from None
+
+
+def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
+    """HTML (or text) response records of a WARC file, each with its WARC-Date."""
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
+
+    n = 0
+    try:
+        for record in ArchiveIterator(fh, arc2warc=True):
+            if record.rec_type not in ("response", "resource"):
+                continue
+            n += 1
+            where = f"{origin}#{n}"
+            ctype = ""
+            if record.rec_type == "response":
+                if record.http_headers is None:
+                    continue
+                status = record.http_headers.get_statuscode()
+                if status != "200":
+                    continue
+                ctype = record.http_headers.get_header("Content-Type") or ""
+            else:
+                ctype = record.rec_headers.get_header("Content-Type") or ""
+            if ctype and not ctype.lower().startswith(
+                ("text/html", "text/plain", "application/xhtml")
+            ):
+                continue
+            body = record.content_stream().read(MAX_PAGE_BYTES + 1)
+            if len(body) > MAX_PAGE_BYTES:
+                raise InputError(where, f"record larger than {MAX_PAGE_BYTES >> 20} MB")
+            yield Page(
+                origin=where,
+                body=body,
+                captured_at=_warc_date(record.rec_headers.get_header("WARC-Date")),
+                url=record.rec_headers.get_header("WARC-Target-URI"),
+                source=record.rec_headers.get_header(SOURCE_HEADER),
+                content_type=ctype or None,
+            )
+    except ArchiveLoadFailed as exc:
+        raise InputError(
+            origin, f"corrupt WARC file after {n} records ({_first_line(exc)})"
+        ) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(
+            origin, f"truncated or corrupt WARC file after {n} records ({exc})"
+        ) from None
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise InputError(origin, f"malformed WARC record {n} ({_first_line(exc)})") from None
+
+
+def _warc_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        from datetime import UTC
+
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,68 @@
+"""One error tree for everything ticker reports to a user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TickerError(Exception):
+    """Root of every error ticker raises on purpose; the CLI prints it as one line."""
+
+    exit_code = 2
+
+
+class ConfigError(TickerError):
+    """The configuration file is missing, unreadable or has a bad key."""
+
+    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
+        self.path = str(path)
+        self.problem = problem
+        message = f"{path}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class StoreLockedError(TickerError):
+    """Another process holds the DuckDB file longer than lock_timeout."""
+
+    def __init__(self, path: Path | str, waited: float, holder: str | None) -> None:
+        self.path = str(path)
+        self.waited = waited
+        self.holder = holder
+        who = f"by {holder}" if holder else "by another process"
+        super().__init__(
+            f"{path} is locked {who}; waited {waited:.0f} s. "
+            "Retry when it is done, or raise [store] lock_timeout in the config."
+        )
+
+
+class StoreError(TickerError):
+    """The database file cannot be opened or migrated."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+class UsageError(TickerError):
+    """A command was given an argument it cannot use (an unknown pair, a bad date)."""
+
+
+class InputError(TickerError):
+    """One input file or page cannot be read; backfill lists these and goes on."""
+
+    def __init__(self, origin: str, reason: str) -> None:
+        self.origin = origin
+        self.reason = reason
+        super().__init__(f"{origin}: {reason}")
+
+
+class FetchError(TickerError):
+    """A live fetch failed; the attempt is recorded with this outcome."""
+
+    def __init__(self, url: str, outcome: str, reason: str) -> None:
+        self.url = url
+        self.outcome = outcome
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")

@@ -1,0 +1,82 @@
+"""Records passed between the stages: pages in, readings out, series for charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """What the parser made of one page."""
+
+    OK = "ok"
+    NO_TICKER = "no_ticker"
+    UNDATED = "undated"
+    INCONSISTENT = "inconsistent"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One ticker line: BASE/QUOTE = RATE CHANGE%, kept exactly as printed."""
+
+    base: str
+    quote: str
+    rate: str  # printed text, e.g. "0.00008": never reformatted
+    change: str  # printed text without "%", e.g. "-0": the sign is kept
+
+    @property
+    def pair(self) -> str:
+        return f"{self.base}/{self.quote}"
+
+    @property
+    def rate_value(self) -> Decimal:
+        return Decimal(self.rate)
+
+    @property
+    def change_value(self) -> Decimal:
+        return Decimal(self.change)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one page says: its quotes (one per pair), header date and outcome."""
+
+    outcome: Outcome
+    quotes: tuple[Quote, ...] = ()
+    date: date | None = None
+    copies: int = 0
+    problems: tuple[str, ...] = ()  # malformed lines, disagreeing copies, bad date lines
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page body and where it came from (a file, a WARC record or a URL)."""
+
+    origin: str
+    body: bytes
+    captured_at: datetime | None = None  # aware; None when the container gives no time
+    url: str | None = None
+    source: str | None = None  # set when the container names it (ticker's own archive)
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One day of a pair's daily series, as stored."""
+
+    date: date
+    rate: Decimal  # US dollars per one unit of the base currency
+    rate_text: str
+    change: Decimal  # the day's change in percent, as printed
+    change_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A pair's daily series from one source, oldest first."""
+
+    source: str
+    pair: str
+    points: tuple[Point, ...] = field(default_factory=tuple)

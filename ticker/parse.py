@@ -1,0 +1,193 @@
+"""Parse stage: page text in, a Reading out. One pure function for every kind of input."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import date
+
+from ticker.models import Outcome, Quote, Reading
+
+PARSER_VERSION = 1
+
+# One ticker line: "KGS/USD = 0.01164 0.87%". Tokens may be split over lines because
+# an HTML rendering can put each <span> on a line of its own.
+_WS = r"[ \t\r\n\u00a0\u2009\u202f]"
+_QUOTE_RE = re.compile(
+    rf"(?<![A-Za-z0-9/])([A-Z]{{3}})/([A-Z]{{3}}){_WS}*={_WS}*([^\s%=]+){_WS}+([^\s%=]+){_WS}*%"
+)
+# Between two lines of the block: whitespace and list bullets only.
+_SEP = r"[\s\u00a0\u2009\u202f•·●▪◦*|\-–—]*"
+_NEXT_RE = re.compile(_SEP + _QUOTE_RE.pattern)
+# A cheap scan for where a quote could start: "/USD =" (a literal first character is fast).
+_CANDIDATE_RE = re.compile(rf"/[A-Z]{{3}}{_WS}*=")
+_RATE_RE = re.compile(r"^\d{1,9}\.\d{1,10}$|^\d{1,9}$")
+_CHANGE_RE = re.compile(r"^[+-]?\d{1,6}(?:\.\d{1,4})?$")
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+_DATE_RE = re.compile(r"^(\d{1,2})\s+([A-Za-z]{3,9})\.?,?\s+(\d{4})$")
+_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
+_NOTHING = Reading(Outcome.NO_TICKER)
+
+
+def parse_text(text: str) -> Reading:
+    """Read the ticker block at the top of a page's text, and the date line after it."""
+    first = None
+    for candidate in _CANDIDATE_RE.finditer(text):
+        first = _QUOTE_RE.match(text, max(candidate.start() - 3, 0))
+        if first is not None:
+            break
+    if first is None:
+        return _NOTHING
+    lines: list[tuple[str, str, str, str]] = []
+    end = first.start()
+    match: re.Match[str] | None = first
+    while match is not None:
+        lines.append(match.groups())  # type: ignore[arg-type]
+        end = match.end()
+        match = _NEXT_RE.match(text, end)
+
+    # The marquee repeats the block: validate each distinct line once.
+    problems: list[str] = []
+    quotes: dict[str, Quote] = {}
+    variants: dict[str, set[tuple[str, str]]] = {}
+    counts: dict[str, int] = {}
+    for (base, quote, rate, change), n in Counter(lines).items():
+        pair = f"{base}/{quote}"
+        rate, change = rate.translate(_MINUS), change.translate(_MINUS)
+        variants.setdefault(pair, set()).add((rate, change))
+        bad = _number_problem(pair, rate, change)
+        if bad:
+            problems.append(bad)
+            continue
+        counts[pair] = counts.get(pair, 0) + n
+        quotes.setdefault(pair, Quote(base, quote, rate, change))
+
+    disagree = sorted(p for p, v in variants.items() if len(v) > 1)
+    for pair in disagree:
+        shown = ", ".join(f"{r} {c}%" for r, c in sorted(variants[pair]))
+        problems.append(f"{pair}: copies disagree ({shown})")
+    # A pair whose only copies were malformed yields no quote: it is missing, not zero.
+    copies = max(counts.values(), default=0)
+    page_date, date_problem = _date_after(text, end)
+    if date_problem:
+        problems.append(date_problem)
+    if disagree:
+        outcome = Outcome.INCONSISTENT
+    elif not quotes:
+        outcome = Outcome.NO_TICKER
+    elif page_date is None:
+        outcome = Outcome.UNDATED
+    else:
+        outcome = Outcome.OK
+    return Reading(outcome, tuple(quotes.values()), page_date, copies, tuple(problems))
+
+
+def _number_problem(pair: str, rate: str, change: str) -> str | None:
+    if not _RATE_RE.match(rate):
+        return f"{pair}: malformed rate {rate[:20]!r}"
+    if not _CHANGE_RE.match(change):
+        return f"{pair}: malformed change {change[:20]!r}%"
+    if not rate.strip("0."):
+        return f"{pair}: rate {rate!r} is zero"
+    return None
+
+
+def _date_after(text: str, pos: int) -> tuple[date | None, str | None]:
+    """The page's 'today' date: the first non-blank line after the block, if it is one."""
+    rest = text[pos : pos + 400]
+    for raw in rest.splitlines():
+        line = raw.strip(" \t\r\n\u00a0\u2009\u202f•·")
+        if not line:
+            continue
+        m = _DATE_RE.match(line)
+        if m is None:
+            return None, None
+        month = _MONTHS.get(m.group(2).lower())
+        if month is None:
+            return None, None
+        try:
+            return date(int(m.group(3)), month, int(m.group(1))), None
+        except ValueError:
+            return None, f"date line {line!r} is not a real date"
+    return None, None
+
+
+# --- bytes to text -------------------------------------------------------------------------
+
+_HTML_SNIFF = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|div|ul)\b", re.I | re.S
+)
+_BLOCK_TAGS = frozenset(
+    """address article aside blockquote body br dd details div dl dt fieldset figcaption figure
+    footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody
+    td tfoot th thead tr ul option title marquee""".split()
+)
+_DROP_TAGS = ("script", "style", "noscript", "template", "svg", "head")
+
+
+def looks_like_html(body: bytes, content_type: str | None = None) -> bool:
+    if content_type:
+        return "html" in content_type.lower()
+    return _HTML_SNIFF.match(body[:2048]) is not None
+
+
+def decode(body: bytes) -> str:
+    """Bytes to str: UTF-8 (with a BOM or not); other encodings keep their ASCII ticker."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        if body.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return body.decode("utf-16", errors="replace")
+        return body.decode("cp1252", errors="replace")
+
+
+def html_to_text(body: bytes | str) -> str:
+    """Render HTML to text the way a browser's 'save as text' would: blocks on lines."""
+    import lxml.etree
+    import lxml.html
+
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if not body.strip():
+        return ""
+    try:
+        root = lxml.html.document_fromstring(body)
+    except (lxml.etree.ParserError, ValueError):
+        return ""
+    lxml.etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
+    for el in root.iter():
+        tag = el.tag
+        if isinstance(tag, str) and tag.lower() in _BLOCK_TAGS:
+            el.tail = "\n" + (el.tail or "")
+            if tag.lower() != "br":
+                el.text = "\n" + (el.text or "")
+    return "".join(root.itertext())
+
+
+def page_text(body: bytes, content_type: str | None = None) -> str:
+    """The text the parser reads: decoded, and through an HTML parser when it is HTML."""
+    if looks_like_html(body, content_type):
+        return html_to_text(body)
+    return decode(body)
