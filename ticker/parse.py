@@ -183,7 +183,7 @@ def html_to_text(body: bytes | str) -> str:
             el.tail = "\n" + (el.tail or "")
             if tag.lower() != "br":
                 el.text = "\n" + (el.text or "")
-    return "".join(root.itertext())
+    return str(lxml.etree.tostring(root, method="text", encoding="unicode"))
 
 
 def page_text(body: bytes, content_type: str | None = None) -> str:
