@@ -1,4 +1,4 @@
-# Quick start: `make run` (set up, load the sample dumps, run the main job) and
+# Quick start: `make run` (set up, load the sample dumps, start the daemon `ticker run`) and
 # `make test` (set up with test extras, run the whole suite).
 PYTHON ?= python3
 VENV   := .venv
@@ -17,6 +17,7 @@ $(VENV)/.test: pyproject.toml $(VENV)/.run
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The daemon scrapes every [[sources]] page now and then on [schedule] scrape; Ctrl-C stops it.
 run: $(VENV)/.run
 	$(BIN)/ticker backfill $(SAMPLES)
 	$(BIN)/ticker run
@@ -32,6 +33,8 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python tests/benchmarks/bench_backfill.py
 	$(BIN)/python tests/benchmarks/bench_startup.py
+	$(BIN)/python tests/benchmarks/bench_scrape.py
+	$(BIN)/python tests/benchmarks/bench_daemon_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -256,15 +256,267 @@ def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Cases shown per kind of finding (worst first); --json shows all.",
+)
 @click.pass_context
-def run(ctx: click.Context) -> None:
-    """The main job: for now, print the newest quote of each pair.
+def check(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Check the stored series: printed changes against the rates, revisions,
+    inconsistent pages, gaps, pairs that appear or disappear, stale sources, jumps.
+
+    Exit code 1 when an error-level finding exists (a printed change the stored rates
+    cannot explain), else 0. README: "What `ticker check` reports".
 
     \b
     Example:
-      ticker run
+      ticker check
+      ticker check --json | jq '.findings[] | select(.level == "error")'
     """
-    ctx.invoke(latest)
+    from ticker.check import format_report, run_check
+
+    report = run_check(_config(ctx), _now())
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in format_report(report, limit):
+            click.echo(line)
+    ctx.exit(report.exit_code)
+
+
+# --- scrape, status, run: live pages and the daemon ---------------------------------------
+
+
+def _setup_logging(ctx: click.Context) -> None:
+    """Log lines on stderr, time in UTC, at the level of --log-level."""
+    import logging
+    import time
+
+    class StderrHandler(logging.StreamHandler):
+        """Writes to sys.stderr as it is at the time (click's test runner swaps it)."""
+
+        @property
+        def stream(self) -> Any:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
+    handler = StderrHandler()
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if type(h).__name__ == "StderrHandler"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(ctx.find_root().obj["log_level"])
+    if root.level > logging.DEBUG:
+        # urllib3 logs each retry as a warning; ticker reports the attempt's outcome.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+@cli.command()
+@click.pass_context
+def scrape(ctx: click.Context) -> None:
+    """Fetch every [[sources]] page once, now: archive it, parse it, store its quotes.
+
+    Every attempt is recorded (see `ticker status`), its page kept under [archive] dir
+    first. Exit code 0 when every source gave its quotes or was unchanged since the
+    last fetch, 1 otherwise (the line of that source says why).
+
+    \b
+    Example:
+      ticker scrape
+    """
+    from ticker.pipeline import describe_attempt
+    from ticker.pipeline import scrape as run_scrape
+
+    _setup_logging(ctx)
+    config = _config(ctx)
+    attempts = run_scrape(config, _now())
+    for attempt in attempts:
+        click.echo(describe_attempt(attempt))
+    ctx.exit(0 if all(a.success for a in attempts) else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per source: the last attempt and its outcome, the last success, consecutive
+    failures, and the newest observation's date and age.
+
+    A source is stale when its newest observation is older than [status] stale_after
+    (counted from the start of that day in the source's time zone), failing when its
+    last attempt failed. Exit code 0 when all are fresh and working, 1 otherwise.
+
+    \b
+    Example:
+      ticker status --json
+    """
+    from ticker.pipeline import pending_attempts
+    from ticker.pipeline import status as source_status
+
+    config = _config(ctx)
+    now = _now()
+    rows = source_status(config, now)
+    pending = pending_attempts(config)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        _print_status(rows, config.stale_after)
+    if pending:
+        click.echo(
+            f"{len(pending)} attempts wait in {pending[0].parent} (the database was locked "
+            "during their job); the next scrape records them",
+            err=True,
+        )
+    ctx.exit(1 if any(r.stale or r.failing for r in rows) else 0)
+
+
+def _print_status(rows: Sequence[Any], stale_after: float) -> None:
+    def when(t: datetime | None) -> str:
+        return t.strftime("%Y-%m-%d %H:%M:%SZ") if t else "never"
+
+    table = [("source", "last attempt", "outcome", "last success", "fails", "newest", "age")]
+    for r in rows:
+        outcome = r.last_outcome or "-"
+        if r.last_status and r.last_outcome != "ok":
+            outcome += f" ({r.last_status})"
+        newest = r.newest_date.isoformat() if r.newest_date else "none"
+        table.append(
+            (
+                r.source,
+                when(r.last_attempt),
+                outcome,
+                when(r.last_success),
+                str(r.failures),
+                newest,
+                _age(r.age) if r.age is not None else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for r in rows:
+        state = ", ".join(s for s, on in (("stale", r.stale), ("failing", r.failing)) if on)
+        if not state:
+            continue
+        why = []
+        if r.stale:
+            why.append(
+                f"no observation newer than {_age(stale_after)} ([status] stale_after)"
+                if r.newest_date
+                else "no observation stored yet"
+            )
+        if r.failing:
+            why.append(f"the last attempt failed: {r.last_error or r.last_outcome}")
+        click.echo(f"{r.source}: {state}: {'; '.join(why)}")
+
+
+def _age(seconds: float) -> str:
+    """3725 -> '1h 2m'; 200000 -> '2d 7h'."""
+    s = max(int(seconds), 0)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes = s // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """The daemon: scrape every [[sources]] page now and then on [schedule] scrape
+    (an interval in seconds or a 5-field cron string, UTC, plus up to [schedule] jitter
+    seconds), and redraw the charts after new data and on [schedule] charts.
+
+    Logs one line per job run on stderr. A failing job (network, page, locked
+    database) is logged and the daemon goes on. SIGTERM or Ctrl-C: the running job
+    finishes (or is abandoned after 30 s) and the process exits 0. The database is
+    open only during a job, so the other commands work while it runs.
+
+    \b
+    Example:
+      ticker --log-level debug run
+    """
+    from ticker.scheduler import run as run_daemon
+
+    _setup_logging(ctx)
+    ctx.exit(run_daemon(_config(ctx)))
+
+
+@cli.command()
+@click.option("--since", type=DATE, help="First date drawn (YYYY-MM-DD).")
+@click.option("--until", type=DATE, help="Last date drawn (default: the newest stored).")
+@click.option("--pair", "pairs", multiple=True, help="Only this pair (repeat for more).")
+@click.option("--all", "everything", is_flag=True, help="Draw all the data, not the window.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output directory."
+)
+@click.option("--source", "source_name", help="Source to draw (default: the first).")
+@click.pass_context
+def chart(
+    ctx: click.Context,
+    since: datetime | None,
+    until: datetime | None,
+    pairs: tuple[str, ...],
+    everything: bool,
+    out_dir: Path | None,
+    source_name: str | None,
+) -> None:
+    """Draw PNG charts: one per pair (rate, and the day's change as bars) and
+    overview.png (every pair rebased to 100), into [charts] dir.
+
+    The window is the last [charts] window_days of data, or everything with --all.
+    Charts whose data did not change are not rewritten.
+
+    \b
+    Example:
+      ticker chart
+      ticker chart --pair KZT --pair UZS --since 2024-01-01 --out /tmp/charts
+    """
+    from ticker.pipeline import render_charts
+
+    config = _config(ctx)
+    wanted = [_pair(config, p) for p in pairs]
+    if since and until and since > until:
+        raise UsageError(f"--since {since:%Y-%m-%d} is after --until {until:%Y-%m-%d}")
+    result = render_charts(
+        config,
+        now=_now(),
+        since=_as_date(since),
+        until=_as_date(until),
+        pairs=wanted or None,
+        everything=everything,
+        out_dir=out_dir,
+        source_name=source_name,
+    )
+    report = result.report
+    if report is None:
+        click.echo("no quotes stored yet; nothing to draw (run `ticker backfill` or `ticker scrape`)")
+        ctx.exit(1)
+    assert report is not None
+    click.echo(f"window: {result.since} to {result.until}")
+    for path in report.written:
+        click.echo(f"wrote      {path}")
+    for path in report.unchanged:
+        click.echo(f"unchanged  {path}")
+    for _pair_name, reason in report.skipped:
+        click.echo(f"skipped    {reason}")
+    if not report.written and not report.unchanged:
+        ctx.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,7 +84,11 @@ def read_pages(path: Path) -> Iterator[Page]:
                     yield from _warc_pages(fh, origin)
                     return
             else:
-                body = fh.read(MAX_PAGE_BYTES + 1)
+                # Sized by fstat: read(MAX_PAGE_BYTES + 1) allocates 20 MB for every file.
+                size = os.fstat(fh.fileno()).st_size
+                body = fh.read(min(size, MAX_PAGE_BYTES) + 1)
+                if len(body) > size:  # it grew, or fstat does not know its size
+                    body += _read_upto(fh, MAX_PAGE_BYTES + 1 - len(body))
     except OSError as exc:
         raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
     yield Page(origin=origin, body=_check_body(body, origin))
@@ -93,17 +97,28 @@ def read_pages(path: Path) -> Iterator[Page]:
 def _check_body(body: bytes, origin: str) -> bytes:
     if len(body) > MAX_PAGE_BYTES:
         raise InputError(origin, f"larger than {MAX_PAGE_BYTES >> 20} MB, not a page dump")
-    if not body.strip():
+    if not body or body.isspace():
         raise InputError(origin, "empty file, no page in it")
     if b"\0" in body[:8192] and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(origin, "binary data, not a text, HTML, gzip or WARC page dump")
     return body
 
 
+def _read_upto(fh: IO[bytes] | gzip.GzipFile, limit: int) -> bytes:
+    """Up to `limit` bytes, in growing chunks rather than one buffer of `limit` bytes."""
+    chunks: list[bytes] = []
+    size, want = 0, 1 << 16
+    while size < limit and (chunk := fh.read(min(want, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+        want = min(want * 2, 1 << 22)
+    return b"".join(chunks)
+
+
 def _gunzip(fh: IO[bytes], origin: str) -> bytes:
     try:
         with gzip.GzipFile(fileobj=fh) as gz:
-            return gz.read(MAX_PAGE_BYTES + 1)
+            return _read_upto(gz, MAX_PAGE_BYTES + 1)
     except EOFError:
         raise InputError(origin, "truncated gzip file (it ends before its end marker)") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
@@ -139,6 +154,15 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
             body = record.content_stream().read(MAX_PAGE_BYTES + 1)
             if len(body) > MAX_PAGE_BYTES:
                 raise InputError(where, f"record larger than {MAX_PAGE_BYTES >> 20} MB")
+            # A file cut short (an interrupted copy or download) ends inside its last
+            # record: warcio then returns part of the body without complaint.
+            missing = getattr(record.raw_stream, "limit", 0)
+            if isinstance(missing, int) and missing > 0:
+                raise InputError(
+                    where,
+                    f"truncated WARC record: the file ends {missing} bytes before the "
+                    f"record's end (Content-Length {record.length}); copy the file again",
+                )
             yield Page(
                 origin=where,
                 body=body,

@@ -61,8 +61,22 @@ class InputError(TickerError):
 class FetchError(TickerError):
     """A live fetch failed; the attempt is recorded with this outcome."""
 
-    def __init__(self, url: str, outcome: str, reason: str) -> None:
+    def __init__(
+        self, url: str, outcome: str, reason: str, *, status: int | None = None, nbytes: int = 0
+    ) -> None:
         self.url = url
         self.outcome = outcome
         self.reason = reason
+        self.status = status  # the HTTP status, when a response arrived
+        self.nbytes = nbytes  # body bytes read before giving up
         super().__init__(f"{url}: {reason}")
+
+
+class ArchiveError(TickerError):
+    """A fetched page could not be written to the raw page archive."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(
+            f"{path}: {problem}; check that [archive] dir is writable and has free space"
+        )

@@ -19,6 +19,9 @@ _QUOTE_RE = re.compile(
 # Between two lines of the block: whitespace and list bullets only.
 _SEP = r"[\s\u00a0\u2009\u202f•·●▪◦*|\-–—]*"
 _NEXT_RE = re.compile(_SEP + _QUOTE_RE.pattern)
+# A line shaped like a ticker line whose pair or numbers are not readable ("../USD = 0.1
+# 1%", "kzt/USD = ..."): reported and skipped, so the rest of the block is still read.
+_ODD_LINE_RE = re.compile(_SEP + r"([^\n=%/]{0,12}/[^\n=%]{0,12}=[^\n%]{1,40}%)[ \t]*(?=\r?\n|$)")
 # A cheap scan for where a quote could start: "/USD =" (a literal first character is fast).
 _CANDIDATE_RE = re.compile(rf"/[A-Z]{{3}}{_WS}*=")
 _RATE_RE = re.compile(r"^\d{1,9}\.\d{1,10}$|^\d{1,9}$")
@@ -58,16 +61,34 @@ def parse_text(text: str) -> Reading:
             break
     if first is None:
         return _NOTHING
-    lines: list[tuple[str, str, str, str]] = []
-    end = first.start()
-    match: re.Match[str] | None = first
-    while match is not None:
-        lines.append(match.groups())  # type: ignore[arg-type]
-        end = match.end()
+    lines: list[tuple[str, str, str, str]] = [first.groups()]  # type: ignore[list-item]
+    end = cycle_start = first.end()
+    repeats_checked = False
+    odd: dict[str, None] = {}
+    while True:
         match = _NEXT_RE.match(text, end)
+        if match is None:
+            loose = _ODD_LINE_RE.match(text, end)
+            if loose is None:
+                break
+            odd[loose.group(1).strip()[:60]] = None
+            end = loose.end()
+            continue
+        line: tuple[str, str, str, str] = match.groups()  # type: ignore[assignment]
+        lines.append(line)
+        end = match.end()
+        if not repeats_checked and line == lines[0]:
+            # The marquee repeats its lines verbatim. Where the text after this line is an
+            # exact copy of lines[1:], the matches there would be the same (a match depends
+            # only on the text after the previous one), so count copies by string compare.
+            repeats_checked = True
+            period, cycle = text[cycle_start:end], lines[1:]
+            while text.startswith(period, end):
+                lines.extend(cycle)
+                end += len(period)
 
     # The marquee repeats the block: validate each distinct line once.
-    problems: list[str] = []
+    problems: list[str] = [f"unreadable ticker line {o!r}; ignored" for o in odd]
     quotes: dict[str, Quote] = {}
     variants: dict[str, set[tuple[str, str]]] = {}
     counts: dict[str, int] = {}
@@ -135,7 +156,9 @@ def _date_after(text: str, pos: int) -> tuple[date | None, str | None]:
 # --- bytes to text -------------------------------------------------------------------------
 
 _HTML_SNIFF = re.compile(
-    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|div|ul)\b", re.I | re.S
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"
+    rb"<(?:!doctype\s+html|html|head|body|meta|title|link|script|div|ul)\b",
+    re.I | re.S,
 )
 _BLOCK_TAGS = frozenset(
     """address article aside blockquote body br dd details div dl dt fieldset figcaption figure
@@ -164,7 +187,10 @@ def decode(body: bytes) -> str:
 
 
 def html_to_text(body: bytes | str) -> str:
-    """Render HTML to text the way a browser's 'save as text' would: blocks on lines."""
+    """Render HTML to text the way a browser's 'save as text' would: blocks on lines.
+
+    The tree is only read, never modified, so odd characters in a page cannot upset lxml.
+    """
     import lxml.etree
     import lxml.html
 
@@ -172,18 +198,31 @@ def html_to_text(body: bytes | str) -> str:
         body = body.encode("utf-8")
     if not body.strip():
         return ""
+    # huge_tree: libxml2 otherwise stops at ~256 nested elements and drops the rest.
+    parser = lxml.html.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True)
     try:
-        root = lxml.html.document_fromstring(body)
+        root = lxml.html.document_fromstring(body, parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return ""
-    lxml.etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
-    for el in root.iter():
+    out: list[str] = []
+    walker = lxml.etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
         tag = el.tag
-        if isinstance(tag, str) and tag.lower() in _BLOCK_TAGS:
-            el.tail = "\n" + (el.tail or "")
-            if tag.lower() != "br":
-                el.text = "\n" + (el.text or "")
-    return str(lxml.etree.tostring(root, method="text", encoding="unicode"))
+        name = tag.lower() if isinstance(tag, str) else ""
+        if event == "start":
+            if name in _DROP_TAGS:
+                walker.skip_subtree()
+                continue
+            if name in _BLOCK_TAGS:
+                out.append("\n")
+            if el.text and name:
+                out.append(el.text)
+        else:
+            if name in _BLOCK_TAGS:
+                out.append("\n")
+            if el.tail:
+                out.append(el.tail)
+    return "".join(out)
 
 
 def page_text(body: bytes, content_type: str | None = None) -> str:

@@ -3,21 +3,41 @@ the scheduler. Time is a parameter here; only the CLI and the scheduler read the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
 
 from ticker.config import PAIR_RE, Config, Source
 from ticker.dumps import expand, read_pages
-from ticker.errors import InputError
+from ticker.errors import ArchiveError, FetchError, InputError, StoreLockedError, TickerError
 from ticker.models import Outcome, Page
 from ticker.parse import PARSER_VERSION, page_text, parse_text
-from ticker.store import PageRecord, Store, WriteCounts
+from ticker.store import SUCCESS_OUTCOMES, Attempt, PageRecord, PageStager, Store, WriteCounts
 
-BATCH_PAGES = 5000
+if TYPE_CHECKING:
+    import requests  # only the scrape section uses it, imported there when it runs
+
+    from ticker.chart import ChartReport  # matplotlib loads only when a chart is drawn
+
+BATCH_PAGES = 20_000  # pages per transaction; each batch lands whole or not at all
+POOL_MIN_FILES = 500  # fewer files than this are read faster in this process alone
+CHUNK_FILES = 250  # files per task of a backfill worker
 
 
 def page_record(page: Page, source: Source, given_date: date | None = None) -> PageRecord:
@@ -92,9 +112,21 @@ class BackfillSummary:
         self.revised += counts.revised
         self.pages_known += counts.pages_known
 
+    def merge(self, part: BackfillSummary) -> None:
+        """Add what a worker read (files, pages and their lists), in reading order."""
+        self.files_read += part.files_read
+        self.pages += part.pages
+        self.with_ticker += part.with_ticker
+        self.no_ticker += part.no_ticker
+        self.undated += part.undated
+        self.inconsistent += part.inconsistent
+        self.problems += part.problems
+        self.unreadable += part.unreadable
 
-def file_key(path: Path, st: os.stat_result, source: str, given: date | None) -> str:
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{source}|{given or ''}|{PARSER_VERSION}"
+
+def file_key(real_path: str, st: os.stat_result, source: str, given: date | None) -> str:
+    """What identifies one reading of a file: an edit, --source or --date makes a new one."""
+    return f"{real_path}|{st.st_size}|{st.st_mtime_ns}|{source}|{given or ''}|{PARSER_VERSION}"
 
 
 def backfill(
@@ -104,64 +136,195 @@ def backfill(
     given_date: date | None = None,
     source_name: str | None = None,
     now: datetime,
-    progress: Callable[[Iterable[Path], int], Iterable[Path]] | None = None,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    workers: int | None = None,
 ) -> BackfillSummary:
     """Load saved pages into the store. Idempotent: unchanged files are skipped, pages
-    already loaded add nothing, and each batch lands whole or not at all."""
+    already loaded add nothing, and each batch lands whole or not at all.
+
+    Worker processes (`workers`, default: one per CPU for big runs) read and parse the
+    files and stage the pages in CSV files; this process only writes each batch to the
+    store, opening it for that write alone.
+    """
     default_source = config.source(source_name)
-    by_name = {s.name: s for s in config.sources}
     summary = BackfillSummary()
     files, missing = expand(args)
     summary.unreadable.extend(missing)
     summary.files_found = len(files)
-    with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
-        done = store.loaded_file_keys() if files else set()
+    done: set[str] = set()
+    if files and config.store_path.exists():
+        with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+            done = store.loaded_file_keys()
+    todo = _files_to_read(files, done, default_source.name, given_date, summary)
+    if not todo:
+        return summary
 
-    todo: list[tuple[Path, str]] = []
+    if workers is None:
+        workers = _cpu_count() if len(todo) >= POOL_MIN_FILES else 1
+    # Chunks small enough for a batch to close on time and for the workers to share the
+    # last ones; big enough that a task's overhead does not count.
+    size = max(1, min(CHUNK_FILES, BATCH_PAGES // 4, -(-len(todo) // (workers * 4))))
+    starts = range(0, len(todo), size)
+    chunks = [todo[i : i + size] for i in starts]
+    with contextlib.ExitStack() as stack:
+        stage_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ticker-")))
+        job = _ReadJob(config.sources, default_source.name, given_date, stage_dir)
+        results: Iterable[_Chunk]
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    workers,
+                    mp_context=_fork_context(),
+                    initializer=_watch_parent,
+                    initargs=(os.getpid(),),
+                )
+            )
+            results = pool.map(_read_chunk, itertools.repeat(job), starts, chunks)
+        else:
+            results = map(_read_chunk, itertools.repeat(job), starts, chunks)
+        items: Iterable[_Chunk | None] = _per_file(results)
+        if progress is not None:
+            items = progress(items, len(todo))
+        batch: list[_Chunk] = []
+        for chunk in items:
+            if chunk is None:
+                continue
+            summary.merge(chunk.summary)
+            batch.append(chunk)
+            if sum(c.pages for c in batch) >= BATCH_PAGES:
+                _write_batch(config, batch, now, summary)
+        _write_batch(config, batch, now, summary)
+    return summary
+
+
+@dataclass(frozen=True)
+class _ReadJob:
+    """What a worker needs to turn files into staged pages (sent with every chunk)."""
+
+    sources: tuple[Source, ...]
+    default_source: str
+    given_date: date | None
+    stage_dir: Path
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One worker task's result: its staged CSV files and its part of the summary."""
+
+    files: int
+    pages: int
+    pages_csv: Path
+    files_csv: Path
+    summary: BackfillSummary
+
+
+def _files_to_read(
+    files: Sequence[Path],
+    done: set[str],
+    source: str,
+    given_date: date | None,
+    summary: BackfillSummary,
+) -> list[tuple[str, str]]:
+    """(path, file key) of each file not loaded before with the same size and mtime."""
+    todo: list[tuple[str, str]] = []
+    real_dirs: dict[str, str] = {}
     for path in files:
+        name = str(path)
         try:
-            st = path.stat()
+            st = os.stat(name)
         except OSError as exc:
-            summary.unreadable.append((str(path), f"cannot be read: {exc.strerror}"))
+            summary.unreadable.append((name, f"cannot be read: {exc.strerror}"))
             continue
-        key = file_key(path, st, default_source.name, given_date)
+        # realpath once per directory, not per file: it costs a syscall per path part.
+        parent, _, base = name.rpartition(os.sep)
+        real = real_dirs.get(parent)
+        if real is None:
+            real = real_dirs[parent] = os.path.realpath(parent or os.curdir)
+        key = file_key(os.path.join(real, base), st, source, given_date)
         if key in done:
             summary.files_skipped += 1
         else:
-            todo.append((path, key))
+            todo.append((name, key))
+    return todo
 
-    batch: list[PageRecord] = []
-    batch_files: list[tuple[str, str, int]] = []
 
-    def flush() -> None:
-        if batch or batch_files:
-            with Store.open(config.store_path, config.lock_timeout) as store:
-                summary.add(store.write_pages(batch, batch_files, now=now))
-            batch.clear()
-            batch_files.clear()
+def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) -> _Chunk:
+    """Read, parse and stage the pages of some files (in a worker process, or this one)."""
+    by_name = {s.name: s for s in job.sources}
+    default = by_name[job.default_source]
+    part = BackfillSummary()
+    stager = PageStager(job.stage_dir, f"{first_no:010d}")
+    try:
+        for file_no, (path, key) in enumerate(chunk, first_no):
+            n = 0
+            try:
+                for page in read_pages(Path(path)):
+                    source = by_name.get(page.source or "", default)
+                    record = page_record(page, source, job.given_date)
+                    stager.add_page(file_no, n, record)
+                    n += 1
+                    _tally(part, record)
+            except InputError as exc:
+                part.unreadable.append((exc.origin, exc.reason))
+            else:
+                stager.add_file(key, path, n)
+            part.files_read += 1
+    finally:
+        stager.close()
+    return _Chunk(len(chunk), stager.pages, stager.pages_path, stager.files_path, part)
 
-    paths: Iterable[Path] = (p for p, _ in todo)
-    keys = dict(todo)
-    if progress is not None:
-        paths = progress(paths, len(todo))
-    for path in paths:
-        n = 0
-        try:
-            for page in read_pages(path):
-                source = by_name.get(page.source or "", default_source)
-                record = page_record(page, source, given_date)
-                n += 1
-                _tally(summary, record)
-                batch.append(record)
-                if len(batch) >= BATCH_PAGES:
-                    flush()
-        except InputError as exc:
-            summary.unreadable.append((exc.origin, exc.reason))
-        else:
-            batch_files.append((keys[path], str(path), n))
-        summary.files_read += 1
-    flush()
-    return summary
+
+def _write_batch(
+    config: Config, batch: list[_Chunk], now: datetime, summary: BackfillSummary
+) -> None:
+    if not batch:
+        return
+    with Store.open(config.store_path, config.lock_timeout) as store:
+        counts = store.write_staged(
+            [c.pages_csv for c in batch if c.pages], [c.files_csv for c in batch], now
+        )
+    summary.add(counts)
+    for chunk in batch:
+        chunk.pages_csv.unlink(missing_ok=True)
+        chunk.files_csv.unlink(missing_ok=True)
+    batch.clear()
+
+
+def _per_file(chunks: Iterable[_Chunk]) -> Iterator[_Chunk | None]:
+    """Each chunk, then None for each further file in it, so a progress bar counts files."""
+    for chunk in chunks:
+        yield chunk
+        for _ in range(chunk.files - 1):
+            yield None
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _fork_context() -> multiprocessing.context.BaseContext | None:
+    """fork on Linux: workers start at once with everything imported. Elsewhere the
+    platform's default (fork is unsafe on macOS)."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: exit when the backfill process is gone (killed), instead of waiting
+    forever on a task queue nobody feeds."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _tally(summary: BackfillSummary, record: PageRecord) -> None:
@@ -177,3 +340,413 @@ def _tally(summary: BackfillSummary, record: PageRecord) -> None:
         summary.inconsistent.append((record.origin, record.detail or ""))
     elif record.detail:
         summary.problems.append((record.origin, record.detail.replace("\n", "; ")))
+
+
+# --- charts: the daily series from the store, drawn as PNGs ----------------------------------
+
+
+@dataclass(frozen=True)
+class ChartRun:
+    """What `render_charts` did, and the window it drew."""
+
+    since: date | None
+    until: date | None
+    report: ChartReport | None  # None when the store holds no data for the source
+
+
+def render_charts(
+    config: Config,
+    *,
+    now: datetime,
+    since: date | None = None,
+    until: date | None = None,
+    pairs: Sequence[str] | None = None,
+    everything: bool = False,
+    out_dir: Path | None = None,
+    source_name: str | None = None,
+) -> ChartRun:
+    """Draw each pair and the overview for the window: the last [charts] window_days of
+    data (ending at the newest date stored, or `until`), or all of it with `everything`."""
+    from ticker.chart import render_charts as draw
+
+    source = config.source(source_name)
+    wanted = tuple(pairs) if pairs else source.pairs
+    with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+        first, last = store.date_span(source.name)
+        if last is None:
+            return ChartRun(since, until, None)
+        end = until or min(last, now.date())
+        start = since or (first if everything else end - timedelta(days=config.charts.window_days - 1))
+        series = store.series(source.name, wanted, start, end)
+    report = draw(
+        series,
+        out_dir or config.charts.dir,
+        display=config.charts.display,
+        since=start,
+        until=end,
+        source_label=source.name,
+    )
+    return ChartRun(start, end, report)
+
+
+# --- scrape: live pages (fetch -> archive -> parse -> store), every attempt recorded ---------
+
+_log = logging.getLogger("ticker.pipeline")
+PENDING_DIR = ".pending"  # under [archive] dir: attempts waiting for a locked database
+
+
+@dataclass
+class ScrapeState:
+    """What the daemon keeps between jobs: the conditional-GET validators of each source,
+    read from the store once, so that a job opens the database only to write."""
+
+    validators: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict)
+    loaded: bool = False
+
+
+def scrape(
+    config: Config,
+    now: datetime,
+    *,
+    session: requests.Session | None = None,
+    state: ScrapeState | None = None,
+) -> list[Attempt]:
+    """Fetch every [[sources]] page once: archive it, parse it, store its quotes, and
+    record the attempt. Never raises for a network, page or database fault: each one is
+    an attempt's outcome. An attempt the database was too busy to take is kept under
+    [archive] dir/.pending and recorded (its page stored) by the next scrape."""
+    from ticker.fetch import make_session
+
+    state = state if state is not None else ScrapeState()
+    if not state.loaded:
+        _load_validators(config, state)
+    own = session is None
+    if session is None:
+        session = make_session(config.http)
+    t0 = time.monotonic()
+    fetched: list[tuple[Attempt, PageRecord | None]] = []
+    try:
+        for source in config.sources:
+            # Capture time: the job's `now`, moved on by the time earlier sources took,
+            # in whole seconds (as WARC-Date keeps it, so a re-parse matches the capture).
+            elapsed = timedelta(seconds=time.monotonic() - t0)
+            started = (now + elapsed).astimezone(UTC).replace(microsecond=0)
+            fetched.append(_fetch_source(config, source, started, session, state))
+    finally:
+        if own:
+            session.close()
+    return _store_attempts(config, fetched, state, now)
+
+
+def _load_validators(config: Config, state: ScrapeState) -> None:
+    try:
+        with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+            for source in config.sources:
+                state.validators[(source.name, source.url)] = store.validators(
+                    source.name, source.url
+                )
+    except TickerError as exc:
+        _log.warning("%s; fetching without a conditional GET this time", exc)
+        return
+    state.loaded = True
+
+
+def _fetch_source(
+    config: Config,
+    source: Source,
+    started: datetime,
+    session: requests.Session,
+    state: ScrapeState,
+) -> tuple[Attempt, PageRecord | None]:
+    """Fetch, archive and parse one source's page; the attempt says how it went."""
+    from ticker.archive import archive_page
+    from ticker.fetch import FetchOutcome, fetch
+
+    t0 = time.monotonic()
+    etag, last_modified = state.validators.get((source.name, source.url), (None, None))
+    attempt = Attempt(
+        id=uuid.uuid4().hex,
+        source=source.name,
+        url=source.url,
+        started_at=started,
+        duration=0.0,
+        outcome=FetchOutcome.OK.value,
+    )
+    try:
+        got = fetch(session, source.url, config.http, etag=etag, last_modified=last_modified)
+    except FetchError as exc:
+        failed = replace(
+            attempt,
+            duration=time.monotonic() - t0,
+            outcome=str(exc.outcome),
+            http_status=exc.status,
+            nbytes=exc.nbytes,
+            error=str(exc),
+        )
+        return failed, None
+    attempt = replace(
+        attempt,
+        http_status=got.status,
+        nbytes=len(got.body),
+        etag=got.etag,
+        last_modified=got.last_modified,
+        final_url=got.final_url,
+    )
+    if got.not_modified:
+        done = replace(attempt, outcome=FetchOutcome.NOT_MODIFIED.value)
+        return replace(done, duration=time.monotonic() - t0), None
+
+    # Archive first: whatever the parser makes of the page, it can be read again later.
+    archive_error = None
+    try:
+        path = archive_page(
+            config.archive_dir,
+            url=got.final_url,
+            source=source.name,
+            captured_at=started,
+            status=got.status,
+            reason=got.reason,
+            http_version=got.http_version,
+            headers=got.headers,
+            body=got.body,
+            record_id=attempt.id,
+        )
+        attempt = replace(attempt, archive_path=str(path))
+    except ArchiveError as exc:
+        archive_error = str(exc)
+    kept = (
+        f"the page is kept in {attempt.archive_path}; after a parser fix, "
+        f"`ticker backfill {config.archive_dir}` reads it again"
+        if attempt.archive_path
+        else "the page could not be archived"
+    )
+
+    page = Page(
+        origin=source.url,
+        body=got.body,
+        captured_at=started,
+        url=got.final_url,
+        source=source.name,
+        content_type=got.content_type,
+    )
+    try:
+        record = page_record(page, source)
+    except Exception as exc:  # a parser bug must not lose the attempt or stop the daemon
+        _log.debug("parser failure on %s", source.url, exc_info=True)
+        failed = replace(
+            attempt,
+            duration=time.monotonic() - t0,
+            outcome=FetchOutcome.PARSE_ERROR.value,
+            error=f"{source.url}: the parser failed ({type(exc).__name__}: {exc}); {kept}",
+        )
+        return failed, None
+
+    outcome, error = record.outcome, None
+    if outcome == Outcome.NO_TICKER:
+        error = (
+            f"{source.url}: no ticker found in the page ({len(got.body)} bytes; has the "
+            f"markup changed?); {kept}"
+        )
+        if record.detail:
+            error += f" ({record.detail.replace(chr(10), '; ')})"
+    elif outcome != Outcome.OK:
+        error = f"{source.url}: {outcome} page: {(record.detail or '').replace(chr(10), '; ')}"
+    if archive_error:
+        outcome = FetchOutcome.ARCHIVE_ERROR.value
+        error = archive_error + (f"; also: {error}" if error else "")
+    done = replace(attempt, outcome=outcome, error=error, duration=time.monotonic() - t0)
+    return done, record
+
+
+def _store_attempts(
+    config: Config,
+    fetched: Sequence[tuple[Attempt, PageRecord | None]],
+    state: ScrapeState,
+    now: datetime,
+) -> list[Attempt]:
+    """Store each page and record its attempt, page by page; what the database could not
+    take (locked, broken) is spooled to the pending directory instead."""
+    recorded: list[Attempt] = []
+    mark = time.monotonic()  # an attempt's duration includes its share of the store work
+    try:
+        with Store.open(config.store_path, config.lock_timeout) as store:
+            _flush_pending(config, store, now)
+            for attempt, record in fetched:
+                if record is not None:
+                    attempt = _with_counts(attempt, record, store.write_pages([record], now=now))
+                attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
+                store.record_attempts([attempt], now)
+                mark = time.monotonic()
+                recorded.append(attempt)
+                if attempt.outcome == "ok" and attempt.capture_id is not None:
+                    state.validators[(attempt.source, attempt.url)] = (
+                        attempt.etag,
+                        attempt.last_modified,
+                    )
+    except (TickerError, duckdb.Error) as exc:
+        locked = isinstance(exc, StoreLockedError)
+        spooled = [a for a, _ in fetched[len(recorded) :]]
+        pages = {a.id for a, r in fetched if r is not None}
+        for attempt in spooled:
+            if attempt.id in pages:
+                # The page is in the archive; the next scrape stores it from there.
+                was = f"{attempt.outcome}" + (f": {attempt.error}" if attempt.error else "")
+                later = (
+                    "the next scrape stores the page from the archive"
+                    if attempt.archive_path
+                    else "the page was not archived either, so its quotes are lost"
+                )
+                attempt = replace(
+                    attempt,
+                    outcome="store_locked" if locked else "store_error",
+                    error=f"{exc} (the fetch itself: {was}; {later})",
+                )
+            attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
+            _spool(config, attempt)
+            recorded.append(attempt)
+    return recorded
+
+
+def _with_counts(attempt: Attempt, record: PageRecord, counts: WriteCounts) -> Attempt:
+    return replace(
+        attempt,
+        capture_id=counts.capture_ids.get(record.page_key),
+        new=counts.new,
+        already=counts.already,
+        revised=counts.revised,
+    )
+
+
+def _spool(config: Config, attempt: Attempt) -> None:
+    from ticker.archive import write_atomic
+
+    path = config.archive_dir / PENDING_DIR / f"{attempt.id}.json"
+    data = asdict(attempt)
+    data["started_at"] = attempt.started_at.isoformat()
+    try:
+        write_atomic(path, json.dumps(data, sort_keys=True).encode())
+    except ArchiveError as exc:
+        _log.error("attempt of %s lost: %s", attempt.source, exc)
+
+
+def pending_attempts(config: Config) -> list[Path]:
+    """Attempts spooled while the database was busy, oldest first."""
+    directory = config.archive_dir / PENDING_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("*.json"))
+
+
+def _flush_pending(config: Config, store: Store, now: datetime) -> None:
+    """Record spooled attempts, storing their archived pages first (a page_key already
+    stored adds nothing, an attempt id already recorded is skipped: a crash mid-way
+    repeats harmlessly)."""
+    by_name = {s.name: s for s in config.sources}
+    for file in pending_attempts(config):
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            data["started_at"] = datetime.fromisoformat(data["started_at"])
+            attempt = Attempt(**data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            _log.warning("%s: unreadable spooled attempt (%s); renamed to .bad", file, exc)
+            file.replace(file.with_suffix(".bad"))
+            continue
+        source = by_name.get(attempt.source)
+        try:
+            if attempt.archive_path and attempt.capture_id is None and source is not None:
+                try:
+                    pages = list(read_pages(Path(attempt.archive_path)))
+                except InputError as exc:
+                    _log.warning("spooled attempt %s: %s; recorded without its page", file, exc)
+                    pages = []
+                for page in pages:
+                    record = page_record(page, source)
+                    attempt = _with_counts(attempt, record, store.write_pages([record], now=now))
+            store.record_attempts([attempt], now)
+        except Exception as exc:  # one bad entry must not block every later job
+            _log.warning("%s: cannot record this spooled attempt (%s); renamed to .bad", file, exc)
+            file.replace(file.with_suffix(".bad"))
+            continue
+        file.unlink(missing_ok=True)
+
+
+def describe_attempt(a: Attempt) -> str:
+    """One line: source, outcome, status, bytes, counts, duration, and the error."""
+    parts = [f"HTTP {a.http_status}" if a.http_status else "no response", f"{a.nbytes} bytes"]
+    if a.capture_id is not None:
+        parts.append(f"{a.new} new, {a.already} already stored, {a.revised} revised")
+    parts.append(f"{a.duration:.2f} s")
+    line = f"{a.source} {a.outcome}: {', '.join(parts)}"
+    return f"{line}; {a.error}" if a.error else line
+
+
+# --- status: per source, is the data fresh and are the fetches working? ------------------
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    url: str
+    last_attempt: datetime | None
+    last_outcome: str | None
+    last_status: int | None
+    last_error: str | None
+    last_success: datetime | None
+    failures: int  # consecutive failed attempts, since the last success
+    newest_date: date | None
+    age: float | None  # seconds since the start of newest_date in the source's time zone
+    stale: bool
+    failing: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        def stamp(t: datetime | None) -> str | None:
+            return t.isoformat().replace("+00:00", "Z") if t else None
+
+        return {
+            "source": self.source,
+            "url": self.url,
+            "last_attempt": stamp(self.last_attempt),
+            "last_outcome": self.last_outcome,
+            "last_http_status": self.last_status,
+            "last_error": self.last_error,
+            "last_success": stamp(self.last_success),
+            "consecutive_failures": self.failures,
+            "newest_date": self.newest_date.isoformat() if self.newest_date else None,
+            "age_seconds": round(self.age) if self.age is not None else None,
+            "stale": self.stale,
+            "failing": self.failing,
+        }
+
+
+def status(config: Config, now: datetime) -> list[SourceStatus]:
+    """Each source's health at `now`: stale when its newest observation is older than
+    [status] stale_after, failing when its last attempt failed."""
+    with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+        health = [store.source_health(s.name) for s in config.sources]
+    out = []
+    for source, h in zip(config.sources, health, strict=True):
+        age = None
+        if h.newest_date is not None:
+            day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
+            age = (now - day_start).total_seconds()
+        out.append(
+            SourceStatus(
+                source=source.name,
+                url=source.url,
+                last_attempt=_from_ms(h.last_attempt_ms),
+                last_outcome=h.last_outcome,
+                last_status=h.last_status,
+                last_error=h.last_error,
+                last_success=_from_ms(h.last_success_ms),
+                failures=h.failures,
+                newest_date=h.newest_date,
+                age=age,
+                stale=age is None or age > config.stale_after,
+                failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
+            )
+        )
+    return out
+
+
+def _from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)

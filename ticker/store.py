@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,82 @@ class WriteCounts:
     already: int = 0
     revised: int = 0
     capture_ids: dict[str, int] = field(default_factory=dict)  # page_key -> id
+
+
+# Staged pages: backfill's worker processes write parsed pages to CSV files in this layout,
+# and Store.write_staged loads them with one read_csv, so no page crosses into the main
+# process as a Python object. file_no and page_no give the order the pages were read in.
+STAGE_COLUMNS = {
+    "file_no": "BIGINT",
+    "page_no": "BIGINT",
+    "page_key": "VARCHAR",
+    "source": "VARCHAR",
+    "origin": "VARCHAR",
+    "url": "VARCHAR",
+    "url_null": "INTEGER",  # CSV cannot tell '' from NULL; a URL may be either
+    "captured_at": "VARCHAR",
+    "content_hash": "VARCHAR",
+    "outcome": "VARCHAR",
+    "header_date": "VARCHAR",
+    "quote_date": "VARCHAR",
+    "date_basis": "VARCHAR",
+    "parser_version": "INTEGER",
+    "copies": "INTEGER",
+    "detail": "VARCHAR",
+    "quotes": "VARCHAR",  # 'KGS/USD 0.01164 0.87;KZT/USD 0.00199 -0' (validated tokens)
+}
+STAGE_FILE_COLUMNS = {"file_key": "VARCHAR", "path": "VARCHAR", "pages": "INTEGER"}
+
+
+class PageStager:
+    """Writes PageRecords, and the files they were read from, to CSV files for
+    Store.write_staged. Text that is not valid UTF-8 (a file name with stray bytes) is
+    written with backslash escapes, as DuckDB keeps only valid UTF-8."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.pages_path = directory / f"{name}.pages.csv"
+        self.files_path = directory / f"{name}.files.csv"
+        self.pages = 0
+        self._pages_fh = self.pages_path.open(
+            "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
+        self._files_fh = self.files_path.open(
+            "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
+        self._page_rows = csv.writer(self._pages_fh, lineterminator="\n")
+        self._file_rows = csv.writer(self._files_fh, lineterminator="\n")
+
+    def add_page(self, file_no: int, page_no: int, p: PageRecord) -> None:
+        quotes = ";".join(f"{q.base}/{q.quote} {q.rate} {q.change}" for q in p.quotes)
+        self._page_rows.writerow(
+            (
+                file_no,
+                page_no,
+                p.page_key,
+                p.source,
+                p.origin,
+                p.url,
+                int(p.url is None),
+                p.captured_at.isoformat() if p.captured_at else None,
+                p.content_hash,
+                p.outcome,
+                p.header_date,
+                p.quote_date,
+                p.date_basis,
+                p.parser_version,
+                p.copies,
+                p.detail,
+                quotes,
+            )
+        )
+        self.pages += 1
+
+    def add_file(self, file_key: str, path: str, pages: int) -> None:
+        self._file_rows.writerow((file_key, path, pages))
+
+    def close(self) -> None:
+        self._pages_fh.close()
+        self._files_fh.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +409,160 @@ class Store:
             [*_columns(rows, 14), now],
         )
 
+    def write_staged(
+        self, pages_csv: Sequence[Path], files_csv: Sequence[Path], now: datetime
+    ) -> WriteCounts:
+        """write_pages for pages staged by PageStager: the same rules and counts, done in
+        SQL over whole batches (backfill loads tens of thousands of pages at a time)."""
+        counts = WriteCounts()
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if pages_csv:
+                self._apply_stage(pages_csv, now, counts)
+            if files_csv:
+                con.execute(
+                    f"""INSERT INTO loaded_files
+                        SELECT file_key, path, pages, $2::TIMESTAMPTZ
+                        FROM {_READ_CSV.format(columns=_struct(STAGE_FILE_COLUMNS))}
+                        QUALIFY row_number() OVER (PARTITION BY file_key) = 1
+                        ON CONFLICT DO NOTHING""",
+                    [[str(p) for p in files_csv], now],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
+                con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        return counts
+
+    def _apply_stage(self, pages_csv: Sequence[Path], now: datetime, counts: WriteCounts) -> None:
+        con = self.con
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE stage AS
+                SELECT * FROM {_READ_CSV.format(columns=_struct(STAGE_COLUMNS))}""",
+            [[str(p) for p in pages_csv]],
+        )
+        # Pages not loaded before, each once (its first reading in this batch), numbered
+        # in reading order and given capture ids in that order.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE fresh0 AS
+               SELECT *, row_number() OVER (ORDER BY file_no, page_no) AS k FROM (
+                   SELECT * FROM stage s
+                   WHERE NOT EXISTS (SELECT 1 FROM captures c WHERE c.page_key = s.page_key)
+                   QUALIFY row_number() OVER (PARTITION BY page_key ORDER BY file_no, page_no)
+                           = 1)"""
+        )
+        (staged, fresh), *_ = con.execute(
+            "SELECT (SELECT count(*) FROM stage), (SELECT count(*) FROM fresh0)"
+        ).fetchall()
+        counts.pages_new, counts.pages_known = fresh, staged - fresh
+        if not fresh:
+            return
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE fresh AS
+               SELECT f.*, i.id FROM fresh0 f JOIN (
+                   SELECT id, row_number() OVER (ORDER BY id) AS k FROM (
+                       SELECT nextval('capture_id_seq') AS id FROM range($1))) i USING (k)""",
+            [fresh],
+        )
+        # The rules of write_pages, worked out per distinct value rather than per quote
+        # (pages of one date mostly print the same ticker): the first quote of a (source,
+        # pair, date) not stored yet is new; a value stored or seen earlier in the batch is
+        # already stored; another value is a revision, numbered after the stored ones in
+        # the order first seen. Capture ids follow reading order, so min(id) is the first.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE qsets AS
+               SELECT source, quote_date::DATE AS date, quotes, min(id) AS first_id,
+                      count(*) AS n
+               FROM fresh WHERE quote_date IS NOT NULL AND quotes IS NOT NULL
+               GROUP BY source, quote_date, quotes"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE qv AS
+               SELECT source, date, quotes, first_id, n, split_part(x, ' ', 1) AS pair,
+                      split_part(x, ' ', 2) AS rate_text, split_part(x, ' ', 3) AS change_text
+               FROM (SELECT *, unnest(string_split(quotes, ';')) AS x FROM qsets)"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE vc AS
+               WITH vals AS (
+                   SELECT source, pair, date, rate_text, change_text,
+                          min(first_id) AS capture_id, sum(n) AS n
+                   FROM qv GROUP BY ALL
+               ), known AS (
+                   SELECT source, pair, date, rate_text, change_text, revision
+                   FROM observations
+                   SEMI JOIN (SELECT DISTINCT source, pair, date FROM vals)
+                   USING (source, pair, date)
+               )
+               SELECT v.*, kv.revision AS db_revision, kn.n AS db_count,
+                      v.capture_id = min(v.capture_id) OVER (PARTITION BY source, pair, date)
+                          AS key_first
+               FROM vals v
+               LEFT JOIN (SELECT source, pair, date, rate_text, change_text,
+                                 min(revision) AS revision
+                          FROM known GROUP BY ALL) kv
+                 USING (source, pair, date, rate_text, change_text)
+               LEFT JOIN (SELECT source, pair, date, count(*) AS n FROM known GROUP BY ALL) kn
+                 USING (source, pair, date)"""
+        )
+        (new, revised, quotes), *_ = con.execute(
+            """SELECT count(*) FILTER (WHERE db_count IS NULL AND key_first),
+                      count(*) FILTER (WHERE db_revision IS NULL
+                                       AND NOT (db_count IS NULL AND key_first)),
+                      coalesce(sum(n), 0)
+               FROM vc"""
+        ).fetchall()
+        counts.new, counts.revised = int(new), int(revised)
+        counts.already = int(quotes) - counts.new - counts.revised
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE vc AS
+               SELECT * EXCLUDE (revision), coalesce(db_revision, revision) AS revision,
+                      db_revision IS NULL AS added
+               FROM (SELECT *, coalesce(db_count, 0) + row_number() OVER (
+                                   PARTITION BY source, pair, date, db_revision IS NULL
+                                   ORDER BY capture_id) AS revision
+                     FROM vc)"""
+        )
+        con.execute(
+            """INSERT INTO captures
+               (id, source, origin, url, captured_at, loaded_at, content_hash, page_key,
+                outcome, header_date, quote_date, date_basis, parser_version, copies, detail)
+               SELECT id, source, origin,
+                      CASE WHEN url_null = 1 THEN NULL ELSE coalesce(url, '') END,
+                      captured_at::TIMESTAMPTZ, $1::TIMESTAMPTZ, content_hash, page_key,
+                      outcome, header_date::DATE, quote_date::DATE, date_basis, parser_version,
+                      copies, detail
+               FROM fresh ORDER BY id""",
+            [now],
+        )
+        con.execute(
+            """INSERT INTO observations
+               (source, pair, date, revision, rate, rate_text, change_pct, change_text,
+                capture_id)
+               SELECT source, pair, date, revision, rate_text::DECIMAL(20, 10), rate_text,
+                      change_text::DECIMAL(12, 4), change_text, capture_id
+               FROM vc WHERE added"""
+        )
+        # Every page sights each of its quotes: its set's values, with their revisions.
+        con.execute(
+            """INSERT INTO sightings (capture_id, source, pair, date, revision)
+               WITH revs AS (
+                   SELECT qv.source, qv.date, qv.quotes,
+                          list(struct_pack(pair := qv.pair, revision := vc.revision)) AS r
+                   FROM qv JOIN vc USING (source, pair, date, rate_text, change_text)
+                   GROUP BY ALL
+               )
+               SELECT id, source, s.pair, date, s.revision
+               FROM (SELECT f.id, f.source, f.quote_date::DATE AS date, unnest(revs.r) AS s
+                     FROM fresh f JOIN revs
+                       ON revs.source = f.source AND revs.date = f.quote_date::DATE
+                      AND revs.quotes = f.quotes)"""
+        )
+
     # --- reads --------------------------------------------------------------------------
 
     def latest(self, pairs: Sequence[str] | None = None) -> list[Row]:
@@ -405,6 +636,102 @@ class Store:
     def _rows(self, sql: str, params: list[Any]) -> list[Row]:
         return [Row(*r) for r in self.con.execute(sql, params).fetchall()]
 
+    # --- attempts (scrape daemon: one row per live fetch) -------------------------------
+
+    def record_attempts(self, attempts: Sequence[Attempt], now: datetime) -> None:
+        """Insert attempts; one already recorded (same id) is left as it was."""
+        if not attempts:
+            return
+        rows = [
+            (
+                a.id,
+                a.source,
+                a.url,
+                a.final_url,
+                a.started_at,
+                round(a.duration * 1000),
+                a.http_status,
+                a.nbytes,
+                str(a.outcome),
+                a.error,
+                a.etag,
+                a.last_modified,
+                a.archive_path,
+                a.capture_id,
+                a.new,
+                a.already,
+                a.revised,
+            )
+            for a in attempts
+        ]
+        self.con.execute(
+            """INSERT INTO attempts
+               (id, source, url, final_url, started_at, duration_ms, http_status, bytes,
+                outcome, error, etag, last_modified, archive_path, capture_id,
+                new, already, revised, recorded_at)
+               SELECT unnest($1), unnest($2), unnest($3), unnest($4)::VARCHAR,
+                      unnest($5)::TIMESTAMPTZ, unnest($6)::INTEGER, unnest($7)::INTEGER,
+                      unnest($8)::BIGINT, unnest($9), unnest($10)::VARCHAR,
+                      unnest($11)::VARCHAR, unnest($12)::VARCHAR, unnest($13)::VARCHAR,
+                      unnest($14)::BIGINT, unnest($15)::INTEGER, unnest($16)::INTEGER,
+                      unnest($17)::INTEGER, $18::TIMESTAMPTZ
+               ON CONFLICT (id) DO NOTHING""",
+            [*_columns(rows, 17), now],
+        )
+
+    def validators(self, source: str, url: str) -> tuple[str | None, str | None]:
+        """ETag and Last-Modified of the newest ok attempt whose page was stored: a 304
+        against them is safe, since that page's quotes are in the store."""
+        rows = self.con.execute(
+            """SELECT etag, last_modified FROM attempts
+               WHERE source = $1 AND url = $2 AND outcome = 'ok' AND capture_id IS NOT NULL
+               ORDER BY started_at DESC LIMIT 1""",
+            [source, url],
+        ).fetchall()
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    def source_health(self, source: str) -> SourceHealth:
+        """The facts `ticker status` reports for one source (times as epoch ms)."""
+        ok = list(SUCCESS_OUTCOMES)
+        last = self.con.execute(
+            """SELECT epoch_ms(started_at), outcome, http_status, error, url FROM attempts
+               WHERE source = $1 ORDER BY started_at DESC, recorded_at DESC LIMIT 1""",
+            [source],
+        ).fetchall()
+        (success_ms, failures), *_ = self.con.execute(
+            """WITH s AS (SELECT max(started_at) AS last_ok FROM attempts
+                          WHERE source = $1 AND list_contains($2, outcome))
+               SELECT epoch_ms((SELECT last_ok FROM s)),
+                      count(*) FILTER (WHERE NOT list_contains($2, outcome)
+                                       AND started_at > coalesce((SELECT last_ok FROM s),
+                                                                 '-infinity'::TIMESTAMPTZ))
+               FROM attempts WHERE source = $1""",
+            [source, ok],
+        ).fetchall()
+        (newest,), *_ = self.con.execute(
+            "SELECT max(date) FROM observations WHERE source = $1", [source]
+        ).fetchall()
+        return SourceHealth(
+            source=source,
+            last_attempt_ms=last[0][0] if last else None,
+            last_outcome=last[0][1] if last else None,
+            last_status=last[0][2] if last else None,
+            last_error=last[0][3] if last else None,
+            last_url=last[0][4] if last else None,
+            last_success_ms=success_ms,
+            failures=int(failures or 0),
+            newest_date=newest,
+        )
+
+
+# The staged CSV files, read exactly as PageStager writes them: no sniffing, no header.
+_READ_CSV = """read_csv($1, header = false, auto_detect = false, delim = ',', quote = '"',
+                    escape = '"', max_line_size = 1073741824, columns = {columns})"""
+
+
+def _struct(columns: dict[str, str]) -> str:
+    return "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items()) + "}"
+
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Row tuples to column lists, for one INSERT ... SELECT unnest(...) per table."""
@@ -442,3 +769,50 @@ def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
             raise StoreError(path, f"migration {file.name} failed: {exc}") from None
+
+
+# --- attempts: records of the scrape daemon ------------------------------------------------
+
+SUCCESS_OUTCOMES = ("ok", "not_modified")  # the successes among fetch.FetchOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One fetch of one source's page and what came of it."""
+
+    id: str  # a UUID made by ticker, so a late (spooled) record is never doubled
+    source: str
+    url: str
+    started_at: datetime  # aware; also the capture time of the page
+    duration: float  # seconds
+    outcome: str
+    http_status: int | None = None
+    nbytes: int = 0
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    final_url: str | None = None
+    archive_path: str | None = None
+    capture_id: int | None = None
+    new: int = 0
+    already: int = 0
+    revised: int = 0
+
+    @property
+    def success(self) -> bool:
+        return self.outcome in SUCCESS_OUTCOMES
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """What the attempts table and the observations say of one source."""
+
+    source: str
+    last_attempt_ms: int | None
+    last_outcome: str | None
+    last_status: int | None
+    last_error: str | None
+    last_url: str | None
+    last_success_ms: int | None
+    failures: int  # failed attempts since the last success
+    newest_date: date | None

@@ -1,0 +1,347 @@
+"""A real HTTP server on 127.0.0.1 (port 0) for fetch, scrape and daemon tests, the
+faults it can stage, and ticker pages in plausible markup to serve.
+
+    with LocalServer() as server:
+        server.route("/", page(), status(500))   # replies in order; the last repeats
+        url = server.url("/")
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = Callable[["_Handler"], None]
+
+QUOTES: tuple[tuple[str, str, str], ...] = (
+    ("KGS/USD", "0.01164", "0.87"),
+    ("KZT/USD", "0.00199", "-0"),
+    ("TJS/USD", "0.09168", "-0.11"),
+    ("UZS/USD", "0.00008", "0"),
+    ("TMT/USD", "0.28573", "-0.14"),
+)
+
+_FILLER = (
+    "The morning train to the invented town of Arbuz left twelve minutes late, and the "
+    "conductor spent the delay explaining the timetable to a goat. ",
+    "At the weekly market the apricot sellers moved to the shady side of the square; the "
+    "tea stall followed them by noon. ",
+    "A committee met to discuss the colour of the new footbridge and agreed to meet again. ",
+)
+
+
+def page(
+    quotes: Sequence[tuple[str, str, str]] = QUOTES,
+    date: str | None = "20 March 2025",
+    copies: int = 8,
+    filler_paragraphs: int = 12,
+) -> bytes:
+    """A news page whose header carries the ticker marquee, then the date, then text."""
+    items = []
+    for _ in range(copies):
+        for pair, rate, change in quotes:
+            cls = "down" if change.startswith("-") else "up"
+            items.append(
+                f"      <li><span>{pair}</span> = <span>{rate}</span> "
+                f'<span class="{cls}">{change}%</span></li>'
+            )
+    date_div = f'    <div class="header-date">{date}</div>\n' if date else ""
+    body = "\n".join(
+        f"      <p>{_FILLER[i % len(_FILLER)] * 3}</p>" for i in range(filler_paragraphs)
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        "<title>An invented story | The Times of Central Asia</title>\n"
+        "<style>.up{color:#090}.down{color:#c00}</style>\n"
+        "<script>window.dataLayer = window.dataLayer || [];</script>\n</head>\n<body>\n"
+        '  <header class="site-header">\n    <div class="currency-ticker">\n'
+        '    <ul class="marquee">\n'
+        + "\n".join(items)
+        + "\n    </ul>\n    </div>\n"
+        + date_div
+        + '    <nav><ul><li><a href="/news">News</a></li><li><a href="/opinion">Opinion</a>'
+        "</li></ul></nav>\n  </header>\n  <main>\n    <article>\n"
+        "      <h1>An invented story about a footbridge</h1>\n" + body + "\n"
+        "    </article>\n  </main>\n  <footer>Filler footer text.</footer>\n</body>\n</html>\n"
+    ).encode()
+
+
+def changed_markup_page() -> bytes:
+    """The ticker redesigned: figures in data attributes and a table, no 'PAIR = RATE'."""
+    rows = "".join(
+        f'<tr data-pair="{p}"><td class="c">{p.split("/")[0]}</td>'
+        f'<td data-rate="{r}"></td><td>{c}</td></tr>'
+        for p, r, c in QUOTES
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TCA</title></head><body>"
+        f"<header><table class='fx-widget'>{rows}</table>"
+        "<div class='header-date'>20 March 2025</div></header>"
+        "<main><p>" + _FILLER[0] * 20 + "</p></main></body></html>"
+    ).encode()
+
+
+def no_ticker_page() -> bytes:
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Maintenance</title></head>"
+        "<body><header><a href='/'>Logo</a></header><main><h1>Back soon</h1><p>"
+        + _FILLER[1]
+        * 10
+        + " The tenge fell to 520 per dollar, 1 USD = 12,600 UZS, says nobody.</p></main>"
+        "</body></html>"
+    ).encode()
+
+
+# --- replies: what the server does with one request -------------------------------------
+
+
+def html(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None, *, ctype: str = ""
+) -> Reply:
+    def reply(h: _Handler) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", ctype or "text/html; charset=utf-8")
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+
+    return reply
+
+
+def status(code: int, headers: dict[str, str] | None = None) -> Reply:
+    return html(f"<html><body><h1>{code}</h1></body></html>".encode(), code, headers)
+
+
+def redirect(to: str) -> Reply:
+    return status(302, {"Location": to})
+
+
+def conditional(body: bytes, etag: str, last_modified: str | None = None) -> Reply:
+    """200 with an ETag, or 304 when the request names that ETag."""
+
+    def reply(h: _Handler) -> None:
+        if h.headers.get("If-None-Match") == etag:
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.end_headers()
+            return
+        headers = {"ETag": etag}
+        if last_modified:
+            headers["Last-Modified"] = last_modified
+        html(body, headers=headers)(h)
+
+    return reply
+
+
+def hang(seconds: float = 30.0) -> Reply:
+    """Accept the request and never answer (until the server stops)."""
+
+    def reply(h: _Handler) -> None:
+        h.server.stopping.wait(seconds)  # type: ignore[attr-defined]
+        h.close_connection = True
+
+    return reply
+
+
+def truncated(body: bytes, declared: int) -> Reply:
+    """Announce `declared` bytes, send `body` (fewer), then close the connection."""
+
+    def reply(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html; charset=utf-8")
+        h.send_header("Content-Length", str(declared))
+        h.end_headers()
+        h.wfile.write(body)
+        h.wfile.flush()
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+
+    return reply
+
+
+def stream(total: int, *, declare_length: bool = False, chunk: int = 256 * 1024) -> Reply:
+    """An HTML body of `total` bytes, sent in chunks until the client hangs up; records
+    how many bytes went out in `server.sent`."""
+
+    def reply(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        if declare_length:
+            h.send_header("Content-Length", str(total))
+        else:
+            h.send_header("Connection", "close")  # the body ends when the connection does
+        h.end_headers()
+        block = (b"<p>" + b"x" * (chunk - 8) + b"</p>\n")[:chunk]
+        sent = 0
+        try:
+            h.wfile.write(b"<html><body>")
+            while sent < total:
+                h.wfile.write(block)
+                sent += len(block)
+        except OSError:
+            pass  # the client stopped reading: what the test wants
+        finally:
+            h.server.sent.append(sent)  # type: ignore[attr-defined]
+            h.close_connection = True
+
+    return reply
+
+
+def binary(size: int = 64 * 1024, ctype: str = "") -> Reply:
+    data = bytes(range(256)) * (size // 256)
+    return html(data, ctype=ctype or "text/html")
+
+
+# --- the server -------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request as the server saw it."""
+
+    path: str
+    headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real site does
+
+    def do_GET(self) -> None:
+        server: _Server = self.server  # type: ignore[assignment]
+        path = self.path.split("?", 1)[0]
+        with server.lock:
+            server.seen.append(Seen(path, dict(self.headers.items())))
+            replies = server.routes.get(path)
+            if not replies:
+                reply: Reply = status(404)
+            elif len(replies) > 1:
+                reply = replies.pop(0)
+            else:
+                reply = replies[0]
+        reply(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.routes: dict[str, list[Reply]] = {}
+        self.seen: list[Seen] = []
+        self.sent: list[int] = []
+        self.stopping = threading.Event()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up mid-reply is a staged fault, not a test failure
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path."""
+
+    def __init__(self) -> None:
+        self._server = _Server()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def __enter__(self) -> LocalServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def route(self, path: str, *replies: Reply) -> None:
+        """Serve `replies` to successive requests for `path`; the last one repeats."""
+        with self._server.lock:
+            self._server.routes[path] = list(replies)
+
+    @property
+    def seen(self) -> list[Seen]:
+        with self._server.lock:
+            return list(self._server.seen)
+
+    @property
+    def sent(self) -> list[int]:
+        return list(self._server.sent)
+
+
+def refused_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (a port just released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def write_config(
+    directory: Any,
+    url: str,
+    *,
+    timeout: float = 2.0,
+    retries: int = 2,
+    max_bytes: int = 5 * 1024 * 1024,
+    max_retry_after: float = 2,
+    lock_timeout: float = 0.5,
+    scrape: int | str = 1,
+    extra: str = "",
+) -> Any:
+    """A config.toml for tests: the store and archive in `directory`, one source at url."""
+    path = directory / "config.toml"
+    scrape_value = f'"{scrape}"' if isinstance(scrape, str) else str(scrape)
+    path.write_text(
+        f"""[store]
+path = "ticker.duckdb"
+lock_timeout = {lock_timeout}
+
+[[sources]]
+name = "timesca"
+url = "{url}"
+timezone = "Asia/Almaty"
+
+[http]
+timeout = {timeout}
+max_bytes = {max_bytes}
+retries = {retries}
+backoff = 0
+max_retry_after = {max_retry_after}
+
+[archive]
+dir = "pages"
+
+[schedule]
+scrape = {scrape_value}
+jitter = 0
+misfire_grace_time = 60
+
+[charts]
+dir = "charts"
+{extra}""",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,204 @@
+"""Concurrency: one DuckDB file, many processes. A DuckDB file can be open in one
+process at a time, so every command opens it only for its work and waits (at most
+[store] lock_timeout) while another holds it; a wait that runs out says what it waited
+for and who holds it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pytest
+from _trust import (
+    PageServer,
+    daemon_config,
+    env,
+    html_page,
+    run_ticker,
+    simulate,
+    ticker_cmd,
+    write_config,
+    write_dumps,
+)
+
+DUMPS = 5000
+LOCK_TIMEOUT = 20
+
+
+@dataclass
+class Loop:
+    """A command run again and again in a thread until stopped; every run is kept."""
+
+    config: Path
+    args: tuple[str, ...]
+    runs: list[tuple[int, float, str, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            proc = run_ticker(self.config, *self.args, timeout=LOCK_TIMEOUT + 60)
+            self.runs.append((proc.returncode, time.monotonic() - t0, proc.stdout, proc.stderr))
+
+    def finish(self) -> list[tuple[int, float, str, str]]:
+        """One more run after the others are done, then stop."""
+        n = len(self.runs)
+        deadline = time.monotonic() + LOCK_TIMEOUT + 60
+        while len(self.runs) <= n + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop.set()
+        self.thread.join(LOCK_TIMEOUT + 60)
+        return self.runs
+
+
+@pytest.mark.slow
+def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path) -> None:
+    series = simulate(date(2012, 1, 1), DUMPS + 1, seed=11)
+    dumps = tmp_path / "dumps"
+    write_dumps(dumps, series[:DUMPS])
+    live = html_page(series[DUMPS])  # the day after the dumps, served to the daemon
+
+    # the reference: the dumps and the live page loaded one after the other, alone
+    ref = write_config(tmp_path / "reference")
+    (tmp_path / "live.html").write_text(live, encoding="utf-8")
+    run_ticker(ref, "backfill", str(dumps), str(tmp_path / "live.html"), check=True)
+    reference = run_ticker(ref, "export", check=True).stdout
+    assert reference.count("\n") == (DUMPS + 1) * 5 + 1
+
+    with PageServer(live) as server:
+        cfg = daemon_config(tmp_path / "shared", server.url, lock_timeout=LOCK_TIMEOUT)
+        started = time.monotonic()
+        daemon = subprocess.Popen(
+            [*ticker_cmd(), "--config", str(cfg), "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            cwd=cfg.parent,
+        )
+        latest = Loop(cfg, ("latest",))
+        charts = Loop(cfg, ("chart",))
+        checks = Loop(cfg, ("check", "--json"))
+        for loop in (latest, charts, checks):
+            loop.thread.start()
+        backfill = run_ticker(cfg, "backfill", str(dumps), timeout=LOCK_TIMEOUT + 120)
+        backfill_done = time.monotonic() - started
+        latest_runs = latest.finish()
+        chart_runs = charts.finish()
+        check_runs = checks.finish()
+        while server.requests < 3 and time.monotonic() - started < 60:
+            time.sleep(0.1)
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=40)
+
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    assert f"files read:               {DUMPS}" in backfill.stdout
+    # the daemon: scraped, never failed a job, stopped cleanly on SIGTERM
+    assert daemon.returncode == 0, err
+    assert server.requests >= 3
+    assert "job failed" not in err, err
+    assert "timesca ok" in err, err
+    # every command finished, and no wait came near the bound
+    for name, runs in (("latest", latest_runs), ("chart", chart_runs), ("check", check_runs)):
+        assert len(runs) >= 2, name
+        for code, seconds, stdout, stderr in runs:
+            assert seconds < LOCK_TIMEOUT, f"ticker {name} waited {seconds:.1f} s"
+            assert "locked" not in stderr, stderr
+            if name == "chart" and code == 1:
+                assert "no quotes stored yet" in stdout  # it ran before anything was stored
+            elif name == "check":
+                assert code in (0, 1), stderr
+                json.loads(stdout)
+            else:
+                assert code == 0, stdout + stderr
+    assert chart_runs[-1][0] == 0
+    for pair in ("KGS-USD", "KZT-USD", "TJS-USD", "UZS-USD", "TMT-USD", "overview"):
+        assert (cfg.parent / "charts" / f"{pair}.png").stat().st_size > 10_000
+    # nothing lost: the same export as the reference, every attempt recorded
+    assert run_ticker(cfg, "export", check=True).stdout == reference
+    status = json.loads(run_ticker(cfg, "status", "--json").stdout)
+    assert status[0]["last_outcome"] == "ok"
+    assert not list((cfg.parent / "pages" / ".pending").glob("*.json"))
+    print(
+        f"backfill of {DUMPS} dumps {backfill_done:.1f} s alongside {len(latest_runs)} "
+        f"latest, {len(chart_runs)} chart, {len(check_runs)} check runs and "
+        f"{server.requests} daemon scrapes; longest latest "
+        f"{max(r[1] for r in latest_runs):.2f} s"
+    )
+
+
+HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_wait_that_runs_out_names_the_file_and_the_holder(tmp_path: Path) -> None:
+    """Every command that needs the database, while another process holds it for longer
+    than lock_timeout: each gives up after about lock_timeout, and says which file,
+    which process, how long it waited, and what to do."""
+    series = simulate(date(2024, 1, 1), 3)
+    dumps = tmp_path / "dumps"
+    write_dumps(dumps, series)
+    with PageServer(html_page(series[-1])) as server:
+        cfg = daemon_config(tmp_path / "w", server.url, lock_timeout=1)
+        run_ticker(cfg, "backfill", str(dumps), check=True)
+        db = cfg.parent / "ticker.duckdb"
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            commands = {
+                "latest": ("latest",),
+                "history": ("history", "KZT"),
+                "export": ("export",),
+                "check": ("check",),
+                "status": ("status",),
+                "chart": ("chart",),
+                "backfill": ("backfill", str(dumps), "--date", "2024-02-01"),
+                "scrape": ("scrape",),
+            }
+            t0 = time.monotonic()
+            procs = {
+                name: subprocess.Popen(
+                    [*ticker_cmd(), "--config", str(cfg), *args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env(),
+                    cwd=cfg.parent,
+                )
+                for name, args in commands.items()
+            }
+            results = {
+                name: (*p.communicate(timeout=30), p.returncode) for name, p in procs.items()
+            }
+            elapsed = time.monotonic() - t0
+        finally:
+            holder.kill()
+            holder.wait()
+        # the scrape kept its attempt aside; the next one, with the file free, records it
+        pending = list((cfg.parent / "pages" / ".pending").glob("*.json"))
+        assert len(pending) == 1
+        assert run_ticker(cfg, "scrape").returncode == 0
+        assert not pending[0].exists()
+    assert elapsed < 15  # each waited about lock_timeout = 1 s, not forever
+    for name, (stdout, stderr, code) in results.items():
+        text = stdout + stderr
+        assert code != 0, f"{name} should have failed: {text}"
+        assert f"{db} is locked by process {holder.pid}" in text, f"{name}: {text}"
+        assert "waited 1 s" in text and "lock_timeout" in text, f"{name}: {text}"
+        assert "Traceback" not in text, f"{name}: {text}"

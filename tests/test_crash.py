@@ -1,0 +1,292 @@
+"""Crash safety: `ticker backfill` killed with SIGKILL at random moments.
+
+After every kill the database opens, holds no partial page (a page's capture row and
+its sightings and observations land together or not at all), and a final re-run
+reaches exactly the export of an uninterrupted run into a fresh database.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from _trust import DayQuotes, env, page, run_ticker, simulate, write_config, write_dumps
+
+from ticker.store import Store
+
+KILLS = 20
+DAYS = 1900  # + 50 revised pages + 50 pages without a ticker = 2,000 dumps
+# The backfill as a subprocess, with small batches so that a kill can land between
+# many commits (BATCH_PAGES is the pipeline's batch size; ignored if it is gone).
+SMALL_BATCHES = (
+    "import sys, ticker.pipeline as p\n"
+    "p.BATCH_PAGES = 100\n"
+    "from ticker.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+@pytest.fixture(scope="module")
+def dumps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """2,000 small dumps and, for each, the number of quotes its page carries."""
+    root = tmp_path_factory.mktemp("crash") / "dumps"
+    series = simulate(date(2019, 1, 1), DAYS, seed=3)
+    expected = {str(p): 5 for p in write_dumps(root / "a", series)}
+    # later captures of 50 dates with another KZT rate: revisions, read after the first
+    revised = [
+        DayQuotes(
+            d.date,
+            tuple(replace(q, rate="0.00250") if q.pair == "KZT/USD" else q for q in d.quotes),
+        )
+        for d in series[::38][:50]
+    ]
+    expected |= {str(p): 5 for p in write_dumps(root / "b", revised, prefix="again")}
+    for i in range(50):
+        path = root / "c" / f"other_{i:03d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page(None) + f"listing {i}\n", encoding="utf-8")
+        expected[str(path)] = 0
+    assert len(expected) == 2000
+    return root, expected
+
+
+def verify(db: Path, expected: dict[str, int]) -> int:
+    """The store opens and holds only whole pages. Returns the number of captures."""
+    with Store.open(db, lock_timeout=5, read_only=True) as store:
+        con = store.con
+        caps = con.execute(
+            """SELECT c.origin, c.outcome, c.quote_date IS NOT NULL,
+                      (SELECT count(*) FROM sightings s WHERE s.capture_id = c.id)
+               FROM captures c"""
+        ).fetchall()
+        orphan_sightings = con.execute(
+            "SELECT count(*) FROM sightings s ANTI JOIN captures c ON c.id = s.capture_id"
+        ).fetchall()[0][0]
+        orphan_obs = con.execute(
+            "SELECT count(*) FROM observations o ANTI JOIN captures c ON c.id = o.capture_id"
+        ).fetchall()[0][0]
+        unseen_obs = con.execute(
+            """SELECT count(*) FROM observations o ANTI JOIN sightings s
+               ON s.source = o.source AND s.pair = o.pair AND s.date = o.date
+                  AND s.revision = o.revision"""
+        ).fetchall()[0][0]
+        dangling = con.execute(
+            """SELECT count(*) FROM sightings s ANTI JOIN observations o
+               ON s.source = o.source AND s.pair = o.pair AND s.date = o.date
+                  AND s.revision = o.revision"""
+        ).fetchall()[0][0]
+        holes = con.execute(
+            """SELECT count(*) FROM (
+                   SELECT source, pair, date FROM observations GROUP BY ALL
+                   HAVING max(revision) <> count(*) OR min(revision) <> 1)"""
+        ).fetchall()[0][0]
+        files_without_pages = con.execute(
+            "SELECT path FROM loaded_files ANTI JOIN captures c ON c.origin = path"
+        ).fetchall()
+    origins = Counter(origin for origin, *_ in caps)
+    assert max(origins.values(), default=1) == 1, "a page stored twice"
+    for origin, outcome, dated, sightings in caps:
+        want = expected[origin] if outcome == "ok" and dated else 0
+        assert sightings == want, f"{origin}: {sightings} of {want} quotes stored"
+    assert orphan_sightings == 0, "sightings without their capture"
+    assert orphan_obs == 0, "observations without their capture"
+    assert unseen_obs == 0 and dangling == 0, "observations and sightings out of step"
+    assert holes == 0, "revision numbers with holes"
+    assert files_without_pages == [], "a file marked as loaded without its page"
+    return len(caps)
+
+
+def _fresh(work: Path) -> Path:
+    if work.exists():
+        shutil.rmtree(work)
+    return write_config(work, db="ticker.duckdb")
+
+
+@pytest.mark.slow
+def test_kill_9_backfill_at_random_moments(
+    dumps: tuple[Path, dict[str, int]], tmp_path: Path
+) -> None:
+    root, expected = dumps
+
+    # the reference: one uninterrupted run into a fresh database
+    ref_cfg = _fresh(tmp_path / "reference")
+    t0 = time.monotonic()
+    run_ticker(ref_cfg, "backfill", str(root), check=True)
+    spans = {False: time.monotonic() - t0}
+    reference = run_ticker(ref_cfg, "export", check=True).stdout
+    assert reference.count("\n") == DAYS * 5 + 1
+    assert verify(ref_cfg.parent / "ticker.duckdb", expected) == 2000
+    # the same with small batches; the kills fall within the time a run takes
+    cfg = _fresh(tmp_path / "small")
+    t0 = time.monotonic()
+    assert _backfill(cfg, root, small=True).wait(300) == 0
+    spans[True] = time.monotonic() - t0
+    assert run_ticker(cfg, "export", check=True).stdout == reference
+
+    rng = random.Random(20251123)
+    kills = rounds = killed_with_data = 0
+    while kills < KILLS:
+        rounds += 1
+        cfg = _fresh(tmp_path / f"round{rounds}")
+        db = cfg.parent / "ticker.duckdb"
+        while kills < KILLS:
+            small = rng.random() < 0.75
+            proc = _backfill(cfg, root, small)
+            try:
+                proc.wait(rng.uniform(0.05, spans[small]))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                stored = verify(db, expected) if db.exists() else 0
+                killed_with_data += 0 < stored < 2000
+            else:
+                assert proc.returncode == 0
+                break  # it finished before its kill: this round is done
+        # a run to the end (or a re-run that changes nothing) reaches the same export
+        run_ticker(cfg, "backfill", str(root), check=True)
+        assert verify(db, expected) == 2000
+        assert run_ticker(cfg, "export", check=True).stdout == reference
+    assert run_ticker(cfg, "latest", check=True).stdout.count("\n") == 6
+    print(f"{kills} kills in {rounds} rounds, {killed_with_data} left a partly loaded store")
+    assert killed_with_data >= 3, "too few kills landed between commits to mean much"
+
+
+def _backfill(cfg: Path, root: Path, small: bool) -> subprocess.Popen[bytes]:
+    """`ticker backfill` as a subprocess (with small batches: many commits to fall between)."""
+    cmd = [sys.executable, "-c", SMALL_BATCHES] if small else _ticker()
+    return subprocess.Popen(
+        [*cmd, "--config", str(cfg), "backfill", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env(),
+        cwd=cfg.parent,
+    )
+
+
+def _ticker() -> list[str]:
+    script = Path(sys.executable).parent / "ticker"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ticker"]
+
+
+# --- the page archive ------------------------------------------------------------------------
+
+ARCHIVE_WRITER = r"""
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from ticker.archive import archive_page
+
+directory = Path(sys.argv[1])
+start = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
+i = 0
+while True:
+    body = (f"page {i}\n" + f"filler {i} " * 30000).encode()
+    archive_page(
+        directory, url=f"https://timesca.com/?page={i}", source="timesca",
+        captured_at=start + timedelta(minutes=i), status=200, reason="OK",
+        http_version="HTTP/1.1", headers=[("Content-Type", "text/plain; charset=utf-8")],
+        body=body,
+    )
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def _expected_body(url: str) -> bytes:
+    i = int(url.rsplit("=", 1)[1])
+    return (f"page {i}\n" + f"filler {i} " * 30000).encode()
+
+
+@pytest.mark.slow
+def test_kill_9_archive_writer_never_leaves_a_half_file_that_reads_as_good(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("ticker.archive")
+    from ticker.dumps import expand, read_pages
+
+    archive = tmp_path / "pages"
+    rng = random.Random(7)
+    written = 0
+    seen: set[Path] = set()
+    for _ in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ARCHIVE_WRITER, str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env(),
+        )
+        time.sleep(rng.uniform(0.25, 0.6))  # python and warcio start in about 0.2 s
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        written += len(out.split())
+        files, _ = expand([str(archive)])
+        for path in files:
+            if path in seen:
+                continue
+            seen.add(path)
+            pages = list(read_pages(path))  # raises InputError on a torn file
+            assert len(pages) == 1, path
+            assert pages[0].url is not None
+            assert pages[0].body == _expected_body(pages[0].url), path
+    leftovers = [p for p in archive.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert written >= 10
+    files, _ = expand([str(archive)])
+    assert len(files) >= written  # every page reported written is there, whole
+    cfg = write_config(tmp_path)
+    result = run_ticker(cfg, "backfill", str(archive))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "files that could not be read: 0" in result.stdout
+    # a temporary file a killed writer left is never read as a page
+    assert all(str(p) not in result.stdout for p in leftovers)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compressed: bool) -> None:
+    import gzip
+    from datetime import UTC, datetime
+
+    from _trust import simulate
+
+    from ticker.archive import warc_bytes
+
+    day = simulate(date(2025, 3, 20), 1)[0]
+    body = "<html><body><ul>" + "".join(f"<li>{q.line()}</li>" for q in day.quotes) * 8
+    body += "</ul><p>20 March 2025</p>" + "<p>filler</p>" * 500 + "</body></html>"
+    data = warc_bytes(
+        url="https://timesca.com/",
+        source="timesca",
+        captured_at=datetime(2025, 3, 20, 6, tzinfo=UTC),
+        status=200,
+        reason="OK",
+        http_version="HTTP/1.1",
+        headers=[("Content-Type", "text/html")],
+        body=body.encode(),
+        record_id="1" * 32,
+        filename="x.warc.gz",
+    )
+    if not compressed:
+        data = gzip.decompress(data)
+    # cut inside the ticker block: a reader that took it would store 2 of 5 pairs
+    cut = data.index(b"TJS/USD") if not compressed else len(data) // 2
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    torn = pages / ("torn.warc.gz" if compressed else "torn.warc")
+    torn.write_bytes(data[:cut])
+    cfg = write_config(tmp_path)
+    result = run_ticker(cfg, "backfill", str(pages))
+    assert result.returncode == 1
+    assert "files that could not be read: 1" in result.stdout
+    assert "torn.warc" in result.stdout and "truncated" in result.stdout
+    assert run_ticker(cfg, "export", check=True).stdout.count("\n") == 1  # header only

@@ -1,0 +1,252 @@
+"""The daemon: its schedule inspected with a given `now` (no waiting), its jobs run
+directly, and `ticker run` as a real process against a local server, ended by SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import LocalServer, hang, html, page, write_config
+
+from ticker import pipeline
+from ticker.config import Config, ScheduleConfig, load_config
+from ticker.scheduler import Daemon, build_scheduler, cron_weekdays, job_specs, make_trigger
+
+NOW = datetime(2025, 3, 20, 10, 7, 30, tzinfo=UTC)  # a Thursday
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as s:
+        yield s
+
+
+def fires(trigger: Any, now: datetime, n: int = 3) -> list[datetime]:
+    out, prev = [], None
+    for _ in range(n):
+        prev = trigger.get_next_fire_time(prev, prev or now)
+        out.append(prev)
+    return out
+
+
+# --- schedule, without waiting ------------------------------------------------------------
+
+
+def test_interval_schedule_starts_now_then_every_interval() -> None:
+    config = Config(schedule=ScheduleConfig(scrape=1800, jitter=0))
+    [scrape] = job_specs(config, NOW, charts=False)
+    assert scrape.id == "scrape" and scrape.first_run == NOW
+    assert fires(scrape.trigger, NOW) == [NOW + timedelta(seconds=1800 * k) for k in (1, 2, 3)]
+
+
+def test_jitter_delays_each_run_by_at_most_jitter() -> None:
+    trigger = make_trigger(1800, 60, NOW)
+    for _ in range(20):
+        t = trigger.get_next_fire_time(None, NOW)
+        assert NOW + timedelta(seconds=1800) <= t <= NOW + timedelta(seconds=1860)
+
+
+def test_cron_schedule_in_utc() -> None:
+    trigger = make_trigger("*/30 * * * *", 0, NOW)
+    assert fires(trigger, NOW) == [
+        datetime(2025, 3, 20, 10, 30, tzinfo=UTC),
+        datetime(2025, 3, 20, 11, 0, tzinfo=UTC),
+        datetime(2025, 3, 20, 11, 30, tzinfo=UTC),
+    ]
+
+
+def test_cron_weekdays_count_from_sunday_as_crontab_does() -> None:
+    assert cron_weekdays("1-5") == "mon,tue,wed,thu,fri"
+    assert cron_weekdays("0") == "sun" and cron_weekdays("7") == "sun"
+    assert cron_weekdays("*/2") == "sun,tue,thu,sat"
+    assert cron_weekdays("*") == "*" and cron_weekdays("mon-fri") == "mon-fri"
+    saturday = datetime(2025, 3, 22, 12, 0, tzinfo=UTC)
+    weekdays = make_trigger("0 9 * * 1-5", 0, saturday)
+    assert fires(weekdays, saturday, 1) == [datetime(2025, 3, 24, 9, 0, tzinfo=UTC)]  # Monday
+    sundays = make_trigger("0 9 * * 0", 0, saturday)
+    assert fires(sundays, saturday, 1) == [datetime(2025, 3, 23, 9, 0, tzinfo=UTC)]
+
+
+def test_chart_job_on_its_own_schedule_when_charts_exist() -> None:
+    config = Config(schedule=ScheduleConfig(scrape=600, jitter=0, charts="0 3 * * *"))
+    scrape, chart = job_specs(config, NOW, charts=True)
+    assert chart.id == "chart" and chart.first_run is None
+    assert fires(chart.trigger, NOW, 1) == [datetime(2025, 3, 21, 3, 0, tzinfo=UTC)]
+
+
+def test_scheduler_jobs_are_single_coalesced_with_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(pipeline, "render_charts", raising=False)
+    config = Config(schedule=ScheduleConfig(scrape=1800, jitter=60, misfire_grace_time=300))
+    scheduler = build_scheduler(config, Daemon(config), NOW)
+    [job] = scheduler.get_jobs()
+    assert (job.id, job.max_instances, job.coalesce, job.misfire_grace_time) == (
+        "scrape",
+        1,
+        True,
+        300,
+    )
+    assert job.next_run_time == NOW  # the first scrape right at start
+    assert str(scheduler.timezone) == "UTC"
+
+
+# --- jobs, run directly -------------------------------------------------------------------
+
+
+def test_a_failing_job_logs_one_line_and_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9/"))
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(pipeline, "scrape", boom)
+    daemon = Daemon(config, clock=lambda: NOW)
+    with caplog.at_level(logging.INFO, logger="ticker.run"):
+        daemon.scrape_job()
+    [record] = [r for r in caplog.records if r.name == "ticker.run"]
+    assert record.levelno == logging.ERROR and "something unexpected" in record.getMessage()
+    assert "\n" not in record.getMessage() and daemon.idle.is_set()
+
+
+def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
+    tmp_path: Path,
+    server: LocalServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[datetime] = []
+
+    def render_charts(config: Config, *, now: datetime) -> Any:
+        calls.append(now)
+        return None
+
+    monkeypatch.setattr(pipeline, "render_charts", render_charts, raising=False)
+    server.route("/", html(page()))
+    config = load_config(write_config(tmp_path, server.url("/")))
+    daemon = Daemon(config, clock=lambda: NOW)
+    with caplog.at_level(logging.INFO, logger="ticker.run"):
+        daemon.scrape_job()
+        daemon.clock = lambda: NOW + timedelta(minutes=30)
+        daemon.scrape_job()  # the same page again: nothing new, no redraw
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scrape ")]
+    assert len(lines) == 2 and "timesca ok" in lines[0] and "5 new" in lines[0]
+    assert "0 new, 5 already stored" in lines[1]
+    assert calls == [NOW]  # render_charts(config, now=...) once, after the new data
+    daemon.close()
+
+
+def test_locked_database_does_not_stop_the_daemon(
+    tmp_path: Path, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.route("/", html(page()))
+    config = load_config(write_config(tmp_path, server.url("/"), lock_timeout=0.2))
+    config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    code = "import duckdb,sys; c=duckdb.connect(sys.argv[1]); print('ready', flush=True); input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(config.store_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        daemon = Daemon(config, clock=lambda: NOW)
+        with caplog.at_level(logging.INFO, logger="ticker.run"):
+            daemon.scrape_job()
+        [line] = [r.getMessage() for r in caplog.records if r.name == "ticker.run"]
+        assert "store_locked" in line
+    finally:
+        holder.communicate("\n", timeout=10)
+    daemon.clock = lambda: NOW + timedelta(minutes=30)
+    daemon.scrape_job()
+    assert pipeline.pending_attempts(config) == []
+    daemon.close()
+
+
+# --- `ticker run` as a process ------------------------------------------------------------
+
+
+def _ticker(cfg: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ticker", "--config", str(cfg), *args]
+
+
+def _start(cfg: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        _ticker(cfg, "run"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_ticker_run_scrapes_serves_readers_and_stops_on_sigterm(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    server.route("/", html(page()))
+    cfg = write_config(tmp_path, server.url("/"), scrape=1)
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 3, 20, "three scrapes")
+        latest = subprocess.run(
+            _ticker(cfg, "latest", "--json"), cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert latest.returncode == 0, latest.stderr
+        assert '"rate": "0.00199"' in latest.stdout and '"pair": "KZT/USD"' in latest.stdout
+        assert proc.poll() is None, "the daemon is still running"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "scrape timesca ok: HTTP 200" in err and "5 new" in err
+    assert "SIGTERM" in err and "ticker run: stopped" in err
+    for line in err.splitlines():  # one line per event, each stamped with the time in UTC
+        assert line[:4].isdigit() and line[19] == "Z", line
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_running_job_finish(tmp_path: Path, server: LocalServer) -> None:
+    server.route("/", hang())
+    cfg = write_config(tmp_path, server.url("/"), scrape=3600, timeout=1.5)
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
+        proc.send_signal(signal.SIGTERM)  # mid-fetch: the job ends with its timeout
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert err.index("SIGTERM") < err.index("scrape timesca timeout")
+    config = replace(load_config(cfg))
+    assert pipeline.status(config, datetime.now(UTC))[0].last_outcome == "timeout"

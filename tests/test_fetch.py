@@ -1,0 +1,190 @@
+"""Fetch stage against a real HTTP server on 127.0.0.1: each fault gives its outcome."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from servers import (
+    LocalServer,
+    binary,
+    conditional,
+    hang,
+    html,
+    page,
+    redirect,
+    refused_url,
+    status,
+    stream,
+    truncated,
+)
+
+from ticker import __version__
+from ticker.config import HttpConfig
+from ticker.errors import FetchError
+from ticker.fetch import USER_AGENT, FetchOutcome, fetch, make_session
+
+HTTP = HttpConfig(timeout=2.0, max_bytes=5 * 1024 * 1024, retries=2, backoff=0, max_retry_after=2)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as s:
+        yield s
+
+
+def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> object:
+    session = make_session(http)
+    try:
+        return fetch(session, url, http, **kwargs)
+    finally:
+        session.close()
+
+
+def fails(url: str, outcome: FetchOutcome, http: HttpConfig = HTTP) -> FetchError:
+    with pytest.raises(FetchError) as info:
+        get(url, http)
+    assert info.value.outcome == outcome, str(info.value)
+    assert url in str(info.value)  # every message names the URL
+    return info.value
+
+
+def test_ok_page_with_user_agent(server: LocalServer) -> None:
+    body = page()
+    server.route("/", html(body, headers={"ETag": '"v1"', "Last-Modified": "x"}))
+    got = get(server.url("/"))
+    assert got.status == 200 and got.body == body  # type: ignore[attr-defined]
+    assert got.etag == '"v1"' and got.retries == 0  # type: ignore[attr-defined]
+    agent = server.seen[0].headers["User-Agent"]
+    assert agent == USER_AGENT and agent.startswith(f"ticker/{__version__} (")
+
+
+def test_gzip_body_is_decoded_and_transfer_headers_dropped(server: LocalServer) -> None:
+    body = page()
+    packed = gzip.compress(body)
+    server.route("/", html(packed, headers={"Content-Encoding": "gzip"}))
+    got = get(server.url("/"))
+    assert got.body == body  # type: ignore[attr-defined]
+    names = {k.lower() for k, _ in got.headers}  # type: ignore[attr-defined]
+    assert "content-encoding" not in names and "content-length" not in names
+
+
+def test_connection_refused() -> None:
+    err = fails(refused_url(), FetchOutcome.CONNECTION_ERROR)
+    assert "Connection refused" in err.reason and "after 2 retries" in err.reason
+
+
+def test_server_that_never_answers_times_out(server: LocalServer) -> None:
+    server.route("/", hang())
+    http = HttpConfig(timeout=0.3, retries=2, backoff=0)
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.TIMEOUT, http)
+    assert time.monotonic() - t0 < 2  # a read timeout is not retried
+    assert "[http] timeout = 0.3 s" in err.reason
+    assert len(server.seen) == 1
+
+
+def test_500_then_200_retries(server: LocalServer) -> None:
+    server.route("/", status(500), html(page()))
+    got = get(server.url("/"))
+    assert got.status == 200 and got.retries == 1  # type: ignore[attr-defined]
+    assert len(server.seen) == 2
+
+
+def test_503_every_time_is_an_http_error_after_the_retries(server: LocalServer) -> None:
+    server.route("/", status(503))
+    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR)
+    assert err.status == 503 and "after 2 retries" in err.reason
+    assert len(server.seen) == 3
+
+
+def test_429_retry_after_is_honoured(server: LocalServer) -> None:
+    server.route("/", status(429, {"Retry-After": "1"}), html(page()))
+    t0 = time.monotonic()
+    got = get(server.url("/"))
+    assert got.status == 200  # type: ignore[attr-defined]
+    seen = server.seen
+    assert len(seen) == 2 and seen[1].at - seen[0].at >= 0.9
+    assert time.monotonic() - t0 < 3
+
+
+def test_429_asking_longer_than_max_retry_after_fails_at_once(server: LocalServer) -> None:
+    server.route("/", status(429, {"Retry-After": "3600"}), html(page()))
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR)
+    assert time.monotonic() - t0 < 1
+    assert err.status == 429 and "max_retry_after" in err.reason and "3600" in err.reason
+    assert len(server.seen) == 1
+
+
+def test_404_is_not_retried(server: LocalServer) -> None:
+    err = fails(server.url("/missing"), FetchOutcome.HTTP_ERROR)
+    assert err.status == 404 and "check [[sources]] url" in err.reason
+    assert len(server.seen) == 1
+
+
+def test_redirect_loop(server: LocalServer) -> None:
+    server.route("/a", redirect("/b"))
+    server.route("/b", redirect("/a"))
+    err = fails(server.url("/a"), FetchOutcome.REDIRECT_LOOP)
+    assert "redirect" in err.reason
+
+
+def test_body_cut_off_mid_transfer(server: LocalServer) -> None:
+    body = page()
+    server.route("/", truncated(body[:3000], declared=len(body)))
+    err = fails(server.url("/"), FetchOutcome.TRUNCATED)
+    assert err.nbytes == 3000 and err.status == 200
+
+
+def test_50_mb_body_stops_at_max_bytes(server: LocalServer) -> None:
+    server.route("/", stream(50 * 1024 * 1024))
+    http = HttpConfig(timeout=2.0, max_bytes=1024 * 1024, retries=0)
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.TOO_LARGE, http)
+    assert 1024 * 1024 < err.nbytes <= 1024 * 1024 + 64 * 1024
+    assert "max_bytes" in err.reason
+    assert time.monotonic() - t0 < 5
+    for _ in range(50):  # the server notices the hang-up a moment later
+        if server.sent:
+            break
+        time.sleep(0.05)
+    assert server.sent and server.sent[0] < 50 * 1024 * 1024
+
+
+def test_announced_50_mb_body_is_not_read(server: LocalServer) -> None:
+    server.route("/", stream(50 * 1024 * 1024, declare_length=True))
+    err = fails(server.url("/"), FetchOutcome.TOO_LARGE)
+    assert err.nbytes == 0 and "announces" in err.reason
+
+
+@pytest.mark.parametrize("ctype", ["text/html", "application/octet-stream", "image/png"])
+def test_binary_body(server: LocalServer, ctype: str) -> None:
+    server.route("/", binary(ctype=ctype))
+    err = fails(server.url("/"), FetchOutcome.NOT_HTML)
+    assert "binary" in err.reason or "not an HTML page" in err.reason
+
+
+def test_conditional_get_sends_validators_and_takes_304(server: LocalServer) -> None:
+    server.route("/", conditional(page(), '"abc"', "Thu, 20 Mar 2025 10:00:00 GMT"))
+    first = get(server.url("/"))
+    assert first.status == 200 and first.last_modified  # type: ignore[attr-defined]
+    again = get(server.url("/"), etag='"abc"', last_modified="Thu, 20 Mar 2025 10:00:00 GMT")
+    assert again.not_modified and again.body == b""  # type: ignore[attr-defined]
+    headers = server.seen[1].headers
+    assert headers["If-None-Match"] == '"abc"'
+    assert headers["If-Modified-Since"] == "Thu, 20 Mar 2025 10:00:00 GMT"
+
+
+def test_tls_verification_off_is_logged(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.route("/", html(page()))
+    http = HttpConfig(timeout=2.0, retries=0, verify_tls=False)
+    with caplog.at_level(logging.WARNING, logger="ticker.fetch"):
+        get(server.url("/"), http)
+    assert any("NOT verified" in r.getMessage() for r in caplog.records)
+    assert make_session(HTTP).verify is True

@@ -1,0 +1,112 @@
+"""`ticker status`: last attempt, last success, consecutive failures, newest date and age,
+stale and failing; exit code 0 only when every source is fresh and working."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from servers import LocalServer, html, page, status, write_config
+
+from ticker import pipeline
+from ticker.cli import cli
+from ticker.config import Config, load_config
+
+ALMATY = ZoneInfo("Asia/Almaty")
+NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as s:
+        yield s
+
+
+@pytest.fixture
+def cfg_path(tmp_path: Path, server: LocalServer) -> Path:
+    return write_config(
+        tmp_path, server.url("/"), retries=0, extra='[status]\nstale_after = "2d"\n'
+    )
+
+
+def test_nothing_yet_is_stale(cfg_path: Path) -> None:
+    [s] = pipeline.status(load_config(cfg_path), NOW)
+    assert s.last_attempt is None and s.newest_date is None and s.stale and not s.failing
+    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    assert result.exit_code == 1
+    assert "no observation stored yet" in result.output
+
+
+def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
+    cfg_path: Path, server: LocalServer
+) -> None:
+    config = load_config(cfg_path)
+    server.route("/", html(page(date="20 March 2025")))
+    pipeline.scrape(config, NOW)
+    start = datetime(2025, 3, 20, tzinfo=ALMATY)
+    [s] = pipeline.status(config, start + timedelta(hours=36))
+    assert s.newest_date == date(2025, 3, 20) and s.age == 36 * 3600
+    assert not s.stale and not s.failing and s.failures == 0
+    assert s.last_success == s.last_attempt == NOW
+    [s] = pipeline.status(config, start + timedelta(days=2, seconds=1))
+    assert s.stale
+
+
+def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) -> None:
+    config = load_config(cfg_path)
+    server.route("/", html(page()))
+    pipeline.scrape(config, NOW)
+    server.route("/", status(503))
+    pipeline.scrape(config, NOW + timedelta(minutes=30))
+    pipeline.scrape(config, NOW + timedelta(minutes=60))
+    [s] = pipeline.status(config, NOW + timedelta(hours=2))
+    assert s.failing and s.failures == 2 and s.last_outcome == "http_error"
+    assert s.last_status == 503 and "HTTP 503" in (s.last_error or "")
+    assert s.last_success == NOW and not s.stale
+    server.route("/", html(page()))
+    pipeline.scrape(config, NOW + timedelta(minutes=90))
+    [s] = pipeline.status(config, NOW + timedelta(hours=2))
+    assert not s.failing and s.failures == 0
+
+
+def _today_page() -> bytes:
+    today = datetime.now(ALMATY).date()
+    return page(date=f"{today.day:02d} {today:%B %Y}")
+
+
+def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> None:
+    runner = CliRunner()
+    server.route("/", html(_today_page()))
+    scraped = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    assert scraped.exit_code == 0, scraped.output
+    assert scraped.output.startswith("timesca ok: HTTP 200")
+
+    result = runner.invoke(cli, ["--config", str(cfg_path), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    assert row["source"] == "timesca" and row["last_outcome"] == "ok"
+    assert row["consecutive_failures"] == 0 and row["stale"] is False
+    assert row["newest_date"] == datetime.now(ALMATY).date().isoformat()
+    assert set(row) >= {"last_attempt", "last_success", "age_seconds", "failing", "url"}
+
+    server.route("/", status(404))
+    failed = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    assert failed.exit_code == 1 and "timesca http_error: HTTP 404" in failed.output
+    result = runner.invoke(cli, ["--config", str(cfg_path), "status"])
+    assert result.exit_code == 1
+    assert "timesca: failing: the last attempt failed" in result.output
+    assert "HTTP 404" in result.output
+
+
+def test_status_mentions_attempts_waiting_for_the_database(cfg_path: Path) -> None:
+    config: Config = load_config(cfg_path)
+    pending = config.archive_dir / pipeline.PENDING_DIR
+    pending.mkdir(parents=True)
+    (pending / "x.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    assert "1 attempts wait in" in result.output and "next scrape records them" in result.output
