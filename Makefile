@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SAMPLES := tests/fixtures/dumps
+# The sample pages: the two real headers (with filler text) and three pages without ticker.
+# The other files beside them are parser test variants with invented rates.
+SAMPLES := tests/fixtures/dumps/tca_2025-*.txt tests/fixtures/dumps/no_ticker_*.txt
 
 .PHONY: run test lint bench clean
 

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -170,9 +171,9 @@ def html_page(day: DayQuotes, dated: bool = True) -> str:
 
 class PageServer:
     """An HTTP server on 127.0.0.1 (port 0) in a thread; `body` is served for every GET
-    as text/html (it may be changed while the server runs). Counts the requests."""
+    as text/html, or body(n) for the n-th request (1, 2, ...). Counts the requests."""
 
-    def __init__(self, body: str | bytes) -> None:
+    def __init__(self, body: str | bytes | Callable[[int], bytes]) -> None:
         import http.server
         import threading
 
@@ -183,7 +184,7 @@ class PageServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 owner.requests += 1
-                data = owner.body
+                data = owner.body(owner.requests) if callable(owner.body) else owner.body
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))

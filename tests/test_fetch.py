@@ -25,7 +25,7 @@ from servers import (
 from ticker import __version__
 from ticker.config import HttpConfig
 from ticker.errors import FetchError
-from ticker.fetch import USER_AGENT, FetchOutcome, fetch, make_session
+from ticker.fetch import USER_AGENT, Fetched, FetchOutcome, fetch, make_session
 
 HTTP = HttpConfig(timeout=2.0, max_bytes=5 * 1024 * 1024, retries=2, backoff=0, max_retry_after=2)
 
@@ -36,7 +36,7 @@ def server() -> Iterator[LocalServer]:
         yield s
 
 
-def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> object:
+def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> Fetched:
     session = make_session(http)
     try:
         return fetch(session, url, http, **kwargs)
@@ -56,8 +56,8 @@ def test_ok_page_with_user_agent(server: LocalServer) -> None:
     body = page()
     server.route("/", html(body, headers={"ETag": '"v1"', "Last-Modified": "x"}))
     got = get(server.url("/"))
-    assert got.status == 200 and got.body == body  # type: ignore[attr-defined]
-    assert got.etag == '"v1"' and got.retries == 0  # type: ignore[attr-defined]
+    assert got.status == 200 and got.body == body
+    assert got.etag == '"v1"' and got.retries == 0
     agent = server.seen[0].headers["User-Agent"]
     assert agent == USER_AGENT and agent.startswith(f"ticker/{__version__} (")
 
@@ -67,8 +67,8 @@ def test_gzip_body_is_decoded_and_transfer_headers_dropped(server: LocalServer) 
     packed = gzip.compress(body)
     server.route("/", html(packed, headers={"Content-Encoding": "gzip"}))
     got = get(server.url("/"))
-    assert got.body == body  # type: ignore[attr-defined]
-    names = {k.lower() for k, _ in got.headers}  # type: ignore[attr-defined]
+    assert got.body == body
+    names = {k.lower() for k, _ in got.headers}
     assert "content-encoding" not in names and "content-length" not in names
 
 
@@ -90,7 +90,7 @@ def test_server_that_never_answers_times_out(server: LocalServer) -> None:
 def test_500_then_200_retries(server: LocalServer) -> None:
     server.route("/", status(500), html(page()))
     got = get(server.url("/"))
-    assert got.status == 200 and got.retries == 1  # type: ignore[attr-defined]
+    assert got.status == 200 and got.retries == 1
     assert len(server.seen) == 2
 
 
@@ -105,7 +105,7 @@ def test_429_retry_after_is_honoured(server: LocalServer) -> None:
     server.route("/", status(429, {"Retry-After": "1"}), html(page()))
     t0 = time.monotonic()
     got = get(server.url("/"))
-    assert got.status == 200  # type: ignore[attr-defined]
+    assert got.status == 200
     seen = server.seen
     assert len(seen) == 2 and seen[1].at - seen[0].at >= 0.9
     assert time.monotonic() - t0 < 3
@@ -171,9 +171,9 @@ def test_binary_body(server: LocalServer, ctype: str) -> None:
 def test_conditional_get_sends_validators_and_takes_304(server: LocalServer) -> None:
     server.route("/", conditional(page(), '"abc"', "Thu, 20 Mar 2025 10:00:00 GMT"))
     first = get(server.url("/"))
-    assert first.status == 200 and first.last_modified  # type: ignore[attr-defined]
+    assert first.status == 200 and first.last_modified
     again = get(server.url("/"), etag='"abc"', last_modified="Thu, 20 Mar 2025 10:00:00 GMT")
-    assert again.not_modified and again.body == b""  # type: ignore[attr-defined]
+    assert again.not_modified and again.body == b""
     headers = server.seen[1].headers
     assert headers["If-None-Match"] == '"abc"'
     assert headers["If-Modified-Since"] == "Thu, 20 Mar 2025 10:00:00 GMT"

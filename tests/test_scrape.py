@@ -198,7 +198,7 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
         assert observations(config) == before  # nothing stored is lost or changed
     assert (len(archived(config)) == 2) is archives  # a page kept is a page received whole
     if outcome == "no_ticker":
-        assert "kept in" in attempt.error and "ticker backfill" in attempt.error  # type: ignore[operator]
+        assert "kept in" in (attempt.error or "") and "ticker backfill" in (attempt.error or "")
 
     server.route("/", html(page(date="21 March 2025")))
     [after] = pipeline.scrape(config, NOW + timedelta(days=1))
@@ -244,7 +244,7 @@ def test_archive_failure_still_stores_the_quotes(
 
 
 @pytest.fixture
-def lock_holder(config: Config) -> Callable[[], subprocess.Popen[bytes]]:
+def lock_holder(config: Config) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
@@ -261,7 +261,7 @@ def lock_holder(config: Config) -> Callable[[], subprocess.Popen[bytes]]:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         return proc
 
-    yield start  # type: ignore[misc]
+    yield start
     for proc in procs:
         if proc.poll() is None:
             proc.kill()

@@ -232,6 +232,7 @@ def history(
     type=click.Choice(["csv", "json", "parquet"]),
     default="csv",
     show_default=True,
+    help="Output format (parquet needs --out).",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default stdout)."

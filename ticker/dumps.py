@@ -9,12 +9,14 @@ import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ticker.errors import InputError
 from ticker.models import Page
 
 MAX_PAGE_BYTES = 20 * 1024 * 1024  # no real page comes near; a bigger one is not a page
+MAX_HEADER_LINE = 64 * 1024  # a WARC or HTTP header line longer than this is no header
+MAX_HEADER_BYTES = 1024 * 1024  # all the header lines of one WARC record
 PAGE_SUFFIXES = (".txt", ".text", ".html", ".htm", ".warc")
 SOURCE_HEADER = "WARC-Ticker-Source"  # written by ticker's own archive
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -32,14 +34,21 @@ def is_page_file(name: str) -> bool:
 def expand(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files named by the arguments (directories recursively, globs expanded), and the
     arguments that name nothing, each with its reason."""
-    files: dict[Path, None] = {}
+    names, missing = expand_names(args)
+    return [Path(name) for name in names], missing
+
+
+def expand_names(args: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """expand, with each file as the string of its Path: a directory walk of tens of
+    thousands of files spends most of its time building Path objects otherwise."""
+    files: dict[str, None] = {}
     missing: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg).expanduser()
         if path.is_dir():
             _walk(path, files)
         elif path.is_file():
-            files[path] = None
+            files[str(path)] = None
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
             if not matches:
@@ -49,7 +58,7 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
                 if m.is_dir():
                     _walk(m, files)
                 elif m.is_file():
-                    files[m] = None
+                    files[str(m)] = None
         elif path.exists():
             missing.append((arg, "not a regular file or directory"))
         else:
@@ -57,13 +66,16 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return list(files), missing
 
 
-def _walk(root: Path, files: dict[Path, None]) -> None:
+def _walk(root: Path, files: dict[str, None]) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        # str(Path(dirpath) / name), with the Path built once per directory.
+        base = str(Path(dirpath))
+        prefix = "" if base == "." else base if base.endswith(os.sep) else base + os.sep
         for name in sorted(filenames):
             if is_page_file(name) and not name.startswith("."):
-                files[Path(dirpath) / name] = None
+                files[prefix + name] = None
 
 
 def read_pages(path: Path) -> Iterator[Page]:
@@ -78,11 +90,14 @@ def read_pages(path: Path) -> Iterator[Page]:
                 yield from _warc_pages(fh, origin)
                 return
             if head.startswith(_GZIP_MAGIC):
-                body = _gunzip(fh, origin)
-                if body.startswith(_WARC_MAGIC):
+                # A .warc.gz is read record by record, so that a fault keeps the pages
+                # before it: peek at the start of the stream, not the whole of it.
+                if _gunzip(fh, origin, len(_WARC_MAGIC)) == _WARC_MAGIC:
                     fh.seek(0)
                     yield from _warc_pages(fh, origin)
                     return
+                fh.seek(0)
+                body = _gunzip(fh, origin)
             else:
                 # Sized by fstat: read(MAX_PAGE_BYTES + 1) allocates 20 MB for every file.
                 size = os.fstat(fh.fileno()).st_size
@@ -115,14 +130,39 @@ def _read_upto(fh: IO[bytes] | gzip.GzipFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _gunzip(fh: IO[bytes], origin: str) -> bytes:
+def _gunzip(fh: IO[bytes], origin: str, limit: int = MAX_PAGE_BYTES + 1) -> bytes:
     try:
         with gzip.GzipFile(fileobj=fh) as gz:
-            return _read_upto(gz, MAX_PAGE_BYTES + 1)
+            return _read_upto(gz, limit)
     except EOFError:
         raise InputError(origin, "truncated gzip file (it ends before its end marker)") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(origin, f"corrupt gzip file ({exc})") from None
+
+
+class _HeaderCap:
+    """Bounds what warcio reads as header lines. It reads them with an unbounded
+    readline(), so a small .warc.gz that inflates to a gigabyte without a newline (a
+    decompression bomb) would be read into memory whole."""
+
+    def __init__(self, reader: Any, origin: str) -> None:
+        self.origin = origin
+        self.used = 0  # header bytes since the last record was yielded
+        self._readline = reader.readline
+        reader.readline = self.readline
+
+    def readline(self, length: int | None = None) -> bytes:
+        cap = MAX_HEADER_LINE + 1
+        line: bytes = self._readline(cap if length is None or length < 0 else min(length, cap))
+        self.used += len(line)
+        if len(line) > MAX_HEADER_LINE or self.used > MAX_HEADER_BYTES:
+            raise InputError(
+                self.origin,
+                f"WARC record headers over {MAX_HEADER_LINE >> 10} KB a line or "
+                f"{MAX_HEADER_BYTES >> 20} MB a record: not a web archive (a decompression "
+                "bomb?); not read further",
+            )
+        return line
 
 
 def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
@@ -132,7 +172,10 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
 
     n = 0
     try:
-        for record in ArchiveIterator(fh, arc2warc=True):
+        records = ArchiveIterator(fh, arc2warc=True)
+        cap = _HeaderCap(records.reader, origin)
+        for record in records:
+            cap.used = 0
             if record.rec_type not in ("response", "resource"):
                 continue
             n += 1
@@ -171,6 +214,15 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
                 source=record.rec_headers.get_header(SOURCE_HEADER),
                 content_type=ctype or None,
             )
+        # A file cut inside the headers of its last record ends the iteration quietly:
+        # whatever follows the last whole record must be blank.
+        fh.seek(records.offset)
+        if fh.read(65536).strip():
+            raise InputError(
+                origin,
+                f"truncated or corrupt WARC file after {n} records (it ends inside a record "
+                "that is not whole); copy the file again",
+            )
     except ArchiveLoadFailed as exc:
         raise InputError(
             origin, f"corrupt WARC file after {n} records ({_first_line(exc)})"
@@ -179,7 +231,9 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
         raise InputError(
             origin, f"truncated or corrupt WARC file after {n} records ({exc})"
         ) from None
-    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        # warcio fails on broken headers in many ways (a record cut in its headers leaves
+        # no WARC-Target-URI, and it calls .startswith on None).
         raise InputError(origin, f"malformed WARC record {n} ({_first_line(exc)})") from None
 
 

@@ -179,7 +179,15 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     timeout = http.timeout
     try:
-        resp = session.get(url, headers=headers, timeout=(timeout, timeout), stream=True)
+        # verify per request: requests ignores session.verify = False when the environment
+        # sets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (psf/requests#3829)
+        resp = session.get(
+            url,
+            headers=headers,
+            timeout=(timeout, timeout),
+            stream=True,
+            verify=session.verify if http.verify_tls else False,
+        )
     except requests.TooManyRedirects:
         raise FetchError(
             url,

@@ -24,8 +24,9 @@ _NEXT_RE = re.compile(_SEP + _QUOTE_RE.pattern)
 _ODD_LINE_RE = re.compile(_SEP + r"([^\n=%/]{0,12}/[^\n=%]{0,12}=[^\n%]{1,40}%)[ \t]*(?=\r?\n|$)")
 # A cheap scan for where a quote could start: "/USD =" (a literal first character is fast).
 _CANDIDATE_RE = re.compile(rf"/[A-Z]{{3}}{_WS}*=")
-_RATE_RE = re.compile(r"^\d{1,9}\.\d{1,10}$|^\d{1,9}$")
-_CHANGE_RE = re.compile(r"^[+-]?\d{1,6}(?:\.\d{1,4})?$")
+# ASCII digits only: \d also matches "０" or "٠", which Decimal reads but DuckDB refuses.
+_RATE_RE = re.compile(r"^\d{1,9}\.\d{1,10}$|^\d{1,9}$", re.ASCII)
+_CHANGE_RE = re.compile(r"^[+-]?\d{1,6}(?:\.\d{1,4})?$", re.ASCII)
 _MONTHS = {
     name: i
     for i, names in enumerate(
@@ -47,9 +48,10 @@ _MONTHS = {
     )
     for name in names
 }
-_DATE_RE = re.compile(r"^(\d{1,2})\s+([A-Za-z]{3,9})\.?,?\s+(\d{4})$")
+_DATE_RE = re.compile(r"^([0-9]{1,2})\s+([A-Za-z]{3,9})\.?,?\s+([0-9]{4})$")
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
 _NOTHING = Reading(Outcome.NO_TICKER)
+_BLOCKS: dict[str, tuple[tuple[Quote, ...], tuple[str, ...], int, bool]] = {}
 
 
 def parse_text(text: str) -> Reading:
@@ -87,6 +89,34 @@ def parse_text(text: str) -> Reading:
                 lines.extend(cycle)
                 end += len(period)
 
+    # Pages of one day print the same block: its lines are a function of its text (each
+    # match depends only on the text after the previous one), so their reading is kept.
+    block = text[first.start() : end]
+    known = _BLOCKS.get(block)
+    if known is None:
+        if len(_BLOCKS) >= 256:
+            _BLOCKS.clear()
+        known = _BLOCKS[block] = _read_lines(lines, odd)
+    quotes, block_problems, copies, disagree = known
+    problems = list(block_problems)
+    page_date, date_problem = _date_after(text, end)
+    if date_problem:
+        problems.append(date_problem)
+    if disagree:
+        outcome = Outcome.INCONSISTENT
+    elif not quotes:
+        outcome = Outcome.NO_TICKER
+    elif page_date is None:
+        outcome = Outcome.UNDATED
+    else:
+        outcome = Outcome.OK
+    return Reading(outcome, quotes, page_date, copies, tuple(problems))
+
+
+def _read_lines(
+    lines: list[tuple[str, str, str, str]], odd: dict[str, None]
+) -> tuple[tuple[Quote, ...], tuple[str, ...], int, bool]:
+    """The quotes of a block's lines, its problems, its copies and whether they disagree."""
     # The marquee repeats the block: validate each distinct line once.
     problems: list[str] = [f"unreadable ticker line {o!r}; ignored" for o in odd]
     quotes: dict[str, Quote] = {}
@@ -109,18 +139,7 @@ def parse_text(text: str) -> Reading:
         problems.append(f"{pair}: copies disagree ({shown})")
     # A pair whose only copies were malformed yields no quote: it is missing, not zero.
     copies = max(counts.values(), default=0)
-    page_date, date_problem = _date_after(text, end)
-    if date_problem:
-        problems.append(date_problem)
-    if disagree:
-        outcome = Outcome.INCONSISTENT
-    elif not quotes:
-        outcome = Outcome.NO_TICKER
-    elif page_date is None:
-        outcome = Outcome.UNDATED
-    else:
-        outcome = Outcome.OK
-    return Reading(outcome, tuple(quotes.values()), page_date, copies, tuple(problems))
+    return tuple(quotes.values()), tuple(problems), copies, bool(disagree)
 
 
 def _number_problem(pair: str, rate: str, change: str) -> str | None:

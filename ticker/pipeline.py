@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ticker.config import PAIR_RE, Config, Source
-from ticker.dumps import expand, read_pages
+from ticker.dumps import expand_names, read_pages
 from ticker.errors import ArchiveError, FetchError, InputError, StoreLockedError, TickerError
 from ticker.models import Outcome, Page
 from ticker.parse import PARSER_VERSION, page_text, parse_text
@@ -148,7 +149,7 @@ def backfill(
     """
     default_source = config.source(source_name)
     summary = BackfillSummary()
-    files, missing = expand(args)
+    files, missing = expand_names(args)
     summary.unreadable.extend(missing)
     summary.files_found = len(files)
     done: set[str] = set()
@@ -173,14 +174,14 @@ def backfill(
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
 
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    workers,
-                    mp_context=_fork_context(),
-                    initializer=_watch_parent,
-                    initargs=(os.getpid(),),
-                )
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=_fork_context(),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
+            # On an error or Ctrl-C, drop the chunks not started rather than read them all.
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             results = pool.map(_read_chunk, itertools.repeat(job), starts, chunks)
         else:
             results = map(_read_chunk, itertools.repeat(job), starts, chunks)
@@ -221,7 +222,7 @@ class _Chunk:
 
 
 def _files_to_read(
-    files: Sequence[Path],
+    files: Sequence[str],
     done: set[str],
     source: str,
     given_date: date | None,
@@ -230,8 +231,7 @@ def _files_to_read(
     """(path, file key) of each file not loaded before with the same size and mtime."""
     todo: list[tuple[str, str]] = []
     real_dirs: dict[str, str] = {}
-    for path in files:
-        name = str(path)
+    for name in files:
         try:
             st = os.stat(name)
         except OSError as exc:
@@ -243,6 +243,8 @@ def _files_to_read(
         if real is None:
             real = real_dirs[parent] = os.path.realpath(parent or os.curdir)
         key = file_key(os.path.join(real, base), st, source, given_date)
+        if not key.isascii():  # stored as PageStager writes it: stray bytes escaped
+            key = key.encode("utf-8", "backslashreplace").decode("utf-8")
         if key in done:
             summary.files_skipped += 1
         else:
@@ -315,9 +317,10 @@ def _fork_context() -> multiprocessing.context.BaseContext | None:
     return None
 
 
-def _watch_parent(parent: int) -> None:
-    """In a worker: exit when the backfill process is gone (killed), instead of waiting
-    forever on a task queue nobody feeds."""
+def _worker_init(parent: int) -> None:
+    """In a worker: leave Ctrl-C to the backfill process, which stops the pool; and exit
+    when that process is gone (killed) instead of waiting on a queue nobody feeds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -98,7 +98,7 @@ def generate(root: Path, files: int, per_date: int, seed: int = 7) -> int:
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True)
     return time.perf_counter() - started, proc
 
 
@@ -150,7 +150,9 @@ def main() -> None:
         print(f"grep -c 'KGS/USD'    {grep_s:7.2f} s  (median of 3)")
         ratio = first_s / grep_s
         verdict = "ok" if ratio <= 3 else "over target"
-        print(f"ticker backfill      {first_s:7.2f} s  {ratio:5.2f}x grep   (target <= 3x: {verdict})")
+        print(
+            f"ticker backfill      {first_s:7.2f} s  {ratio:5.2f}x grep   (target <= 3x: {verdict})"
+        )
         rerun_ratio = rerun_s / first_s
         verdict = "ok" if rerun_ratio <= 0.25 else "over target"
         print(

@@ -1,0 +1,233 @@
+"""Shared helpers for the backfill, store, CLI, config, dumps and docs tests: page texts
+written here (the ticker block as FORMAT.md describes it, filler of our own), a project
+directory under tmp_path with its own config.toml, and ways to run `ticker` on it.
+
+Nothing here reads ../shared: every page a test needs is built by the test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner, Result
+
+from ticker.cli import cli
+
+# The quotes of 20 March 2025 (facts, from FORMAT.md): base, rate, change.
+MARCH_20 = (
+    ("KGS", "0.01164", "0.87"),
+    ("KZT", "0.00199", "-0"),
+    ("TJS", "0.09168", "-0.11"),
+    ("UZS", "0.00008", "0"),
+    ("TMT", "0.28573", "-0.14"),
+)
+FILLER = (
+    "Filler paragraph written for the ticker tests. It talks about the weather over the\n"
+    "steppe, a bridge that was painted green, and a market that opens at dawn. The tenge\n"
+    "and the som are mentioned in prose here, 1 USD = 520 KZT, which is not a ticker.\n"
+)
+
+
+def ticker_block(quotes: Sequence[tuple[str, str, str]], copies: int = 8) -> str:
+    """The marquee as a text dump shows it: the first line starts at the bullet."""
+    lines = [f"  \u2022 {base}/USD = {rate} {change}%" for base, rate, change in quotes]
+    return "\n".join(lines * copies).lstrip() + "\n"
+
+
+def text_page(
+    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
+    day: str | None = "20 March 2025",
+    note: str = "",
+    copies: int = 8,
+) -> str:
+    """A text dump: ticker block, the site's date line (None: a listing page), filler."""
+    head = ticker_block(quotes, copies)
+    after = f"{day}\n" if day else "Viewing results 1 - 6 of 111\n"
+    return f"{head}{after}18 March 2025\n\n{note}\n{FILLER}"
+
+
+def html_page(
+    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
+    day: str | None = "20 March 2025",
+    note: str = "",
+) -> str:
+    """A page as served: the marquee as list items, the date in a div, an article."""
+    items = "".join(
+        f'<li class="tick"><span class="pair">{b}/USD</span> = <span class="rate">{r}</span>'
+        f' <span class="chg">{c}%</span></li>'
+        for b, r, c in quotes
+    )
+    date_div = f'<div class="today">{day}</div>' if day else "<div>Viewing results</div>"
+    return (
+        "<!DOCTYPE html><html><head><title>Test page</title>"
+        "<style>.tick{color:red}</style></head><body>"
+        f'<div class="marquee"><ul>{items * 8}</ul></div>{date_div}'
+        f"<article><h1>Filler {note}</h1><p>{FILLER}</p><p>18 March 2025</p></article>"
+        "</body></html>"
+    )
+
+
+def gz(data: str | bytes) -> bytes:
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return gzip.compress(raw, mtime=0)
+
+
+@dataclass(frozen=True)
+class WarcRecord:
+    """One record for warc_bytes: a response (an HTTP status line and headers) or other."""
+
+    body: str | bytes
+    date: datetime | None = None  # aware; None leaves warcio's own WARC-Date (now)
+    url: str = "https://timesca.com/"
+    status: str = "200 OK"
+    content_type: str = "text/html; charset=utf-8"
+    rec_type: str = "response"
+
+
+def warc_bytes(records: Sequence[WarcRecord], compress: bool) -> bytes:
+    """A WARC file written with warcio's WARCWriter (gzip members when compress)."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=compress)
+    for rec in records:
+        body = rec.body.encode("utf-8") if isinstance(rec.body, str) else rec.body
+        headers = None
+        if rec.rec_type == "response":
+            headers = StatusAndHeaders(
+                rec.status, [("Content-Type", rec.content_type)], protocol="HTTP/1.1"
+            )
+        record = writer.create_warc_record(
+            rec.url,
+            rec.rec_type,
+            payload=io.BytesIO(body),
+            http_headers=headers,
+            warc_content_type="text/plain" if rec.rec_type == "resource" else None,
+        )
+        if rec.date is not None:
+            stamp = rec.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            record.rec_headers.replace_header("WARC-Date", stamp)
+        writer.write_record(record)
+    return buf.getvalue()
+
+
+class Project:
+    """A ticker project under tmp_path: config.toml, db/, dumps/; commands run on it."""
+
+    def __init__(self, root: Path, lock_timeout: float = 5, extra: str = "") -> None:
+        self.root = root
+        self.dumps = root / "dumps"
+        self.dumps.mkdir(parents=True, exist_ok=True)
+        self.config = root / "config.toml"
+        self.db = root / "db" / "ticker.duckdb"
+        self.config.write_text(
+            f'[store]\npath = "db/ticker.duckdb"\nlock_timeout = {lock_timeout}\n{extra}',
+            encoding="utf-8",
+        )
+
+    def write(self, name: str, data: str | bytes) -> Path:
+        """A file under dumps/ (text is written as UTF-8)."""
+        path = self.dumps / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            path.write_text(data, encoding="utf-8")
+        else:
+            path.write_bytes(data)
+        return path
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """`ticker --config <config> ARGS` in this process, through click's CliRunner."""
+        runner = CliRunner()
+        return runner.invoke(cli, ["--config", str(self.config), *args], env=env)
+
+    def backfill(self, *paths: str | Path, extra: Sequence[str] = ()) -> Result:
+        targets = [str(p) for p in paths] or [str(self.dumps)]
+        return self.run("backfill", *targets, *extra)
+
+    def export(self, fmt: str = "csv") -> str:
+        result = self.run("export", "--format", fmt)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        """Query the database directly (read-only, closed at once)."""
+        con = duckdb.connect(str(self.db), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def table_counts(self) -> dict[str, int]:
+        tables = ("captures", "observations", "sightings", "loaded_files")
+        return {t: len(self.rows(f"SELECT 1 FROM {t}")) for t in tables}
+
+    def snapshot(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every stored row that a later run must leave alone (times as text)."""
+        return {
+            "captures": self.rows(
+                "SELECT id, source, origin, url, CAST(captured_at AS VARCHAR),"
+                " CAST(loaded_at AS VARCHAR), content_hash, page_key, outcome, header_date,"
+                " quote_date, date_basis, copies, detail FROM captures ORDER BY id"
+            ),
+            "observations": self.rows(
+                "SELECT * FROM observations ORDER BY source, pair, date, revision"
+            ),
+            "sightings": self.rows("SELECT * FROM sightings ORDER BY ALL"),
+        }
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path / "project")
+
+
+def ticker_subprocess(
+    config: Path | None,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ticker [--config CONFIG] ARGS` as a real process."""
+    cmd = [sys.executable, "-m", "ticker"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    full_env = dict(os.environ)
+    full_env.pop("TICKER_CONFIG", None)  # only what the test gives
+    full_env.update(env or {})
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def one_error_line(stderr: str) -> str:
+    """The single 'error: ...' line a failing command prints, with no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+@pytest.fixture
+def no_ticker_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No TICKER_CONFIG from the environment of whoever runs the tests."""
+    monkeypatch.delenv("TICKER_CONFIG", raising=False)
+    yield

@@ -1,0 +1,152 @@
+"""The configuration: defaults, paths relative to the config file, TICKER_CONFIG, and one
+clean line (file and key, exit code 2) for every mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import Project, one_error_line, text_page, ticker_subprocess
+
+from ticker.config import DEFAULT_PAIRS, load_config
+from ticker.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("no_ticker_config")
+
+
+def test_defaults_without_a_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.path is None
+    assert config.store_path == tmp_path / "db" / "ticker.duckdb"
+    assert config.lock_timeout == 30
+    (source,) = config.sources
+    assert (source.name, source.url, source.timezone) == (
+        "timesca",
+        "https://timesca.com/",
+        "Asia/Almaty",
+    )
+    assert source.pairs == DEFAULT_PAIRS == ("KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD")
+    assert source.tz == ZoneInfo("Asia/Almaty")
+
+
+def test_the_shipped_config_holds_the_defaults() -> None:
+    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    config = load_config(shipped)
+    assert config.store_path == shipped.parent / "db" / "ticker.duckdb"
+    assert config.lock_timeout == 30
+    assert config.sources[0].pairs == DEFAULT_PAIRS
+    # every key is explained: a comment line comes before each key of the file
+    lines = shipped.read_text(encoding="utf-8").splitlines()
+    for i, text in enumerate(lines):
+        if "=" in text and not text.lstrip().startswith("#"):
+            assert lines[i - 1].lstrip().startswith("#"), f"key without a comment: {text}"
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    config_file = conf_dir / "ticker.toml"
+    config_file.write_text('[store]\npath = "data/rates.duckdb"\n', encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    page = elsewhere / "page.txt"
+    page.write_text(text_page(), encoding="utf-8")
+
+    # run from another directory, naming the config by a relative path
+    proc = ticker_subprocess(Path("../conf/ticker.toml"), "backfill", "page.txt", cwd=elsewhere)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (conf_dir / "data" / "rates.duckdb").exists()
+    assert not (elsewhere / "data").exists()
+
+
+def test_ticker_config_environment_variable(tmp_path: Path) -> None:
+    project = Project(tmp_path / "p")
+    project.write("page.txt", text_page())
+    env = {"TICKER_CONFIG": str(project.config)}
+
+    proc = ticker_subprocess(None, "backfill", str(project.dumps), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    latest = ticker_subprocess(None, "latest", "--json", cwd=tmp_path, env=env)
+
+    assert latest.returncode == 0, latest.stderr
+    assert len(json.loads(latest.stdout)) == 5
+    assert project.db.exists()
+
+
+def test_config_option_wins_over_the_environment(tmp_path: Path) -> None:
+    project = Project(tmp_path / "p")
+    env = {"TICKER_CONFIG": str(tmp_path / "missing.toml")}
+    proc = ticker_subprocess(project.config, "latest", env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_missing_ticker_config_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    proc = ticker_subprocess(None, "latest", cwd=tmp_path, env={"TICKER_CONFIG": str(missing)})
+    assert proc.returncode == 2
+    assert one_error_line(proc.stderr) == (
+        f"error: {missing}: config file not found (pass --config PATH)"
+    )
+
+
+def test_a_missing_config_option_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    proc = ticker_subprocess(missing, "latest")
+    assert proc.returncode == 2
+    assert str(missing) in one_error_line(proc.stderr)
+    assert "not found" in proc.stderr
+
+
+BAD = {
+    "bad TOML": ("[store\npath = 1\n", "not valid TOML"),
+    "unknown key": ('[store]\ncolour = "blue"\n', "unknown key store.colour"),
+    "unknown table": ("[stor]\npath = 'x'\n", "unknown key config.stor"),
+    "bad pair": ('[[sources]]\npairs = ["KZT-USD"]\n', "sources[0].pairs"),
+    "lower-case pair": ('[[sources]]\npairs = ["kzt/usd"]\n', "sources[0].pairs"),
+    "empty pairs": ("[[sources]]\npairs = []\n", "sources[0].pairs"),
+    "bad timezone": ('[[sources]]\ntimezone = "Mars/Olympus"\n', "sources[0].timezone"),
+    "bad source name": ('[[sources]]\nname = "Times CA"\n', "sources[0].name"),
+    "bad url": ('[[sources]]\nurl = "ftp://x"\n', "sources[0].url"),
+    "same names": ('[[sources]]\nname = "a"\n[[sources]]\nname = "a"\n', "share a name"),
+    "lock_timeout text": ('[store]\nlock_timeout = "soon"\n', "store.lock_timeout"),
+    "negative lock_timeout": ("[store]\nlock_timeout = -1\n", "store.lock_timeout"),
+    "path not a string": ("[store]\npath = 3\n", "store.path"),
+    "empty path": ('[store]\npath = ""\n', "store.path"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_config_mistake_is_one_line_naming_file_and_key(project: Project, case: str) -> None:
+    text, key = BAD[case]
+    project.config.write_text(text, encoding="utf-8")
+
+    result = project.run("latest")
+
+    assert result.exit_code == 2, result.output
+    message = one_error_line(result.stderr)
+    assert message.startswith(f"error: {project.config}: "), message
+    assert key in message, message
+    assert not project.db.exists()
+    with pytest.raises(ConfigError):
+        load_config(project.config)
+
+
+def test_a_config_mistake_in_a_real_process(project: Project) -> None:
+    project.config.write_text('[[sources]]\ntimezone = "Nowhere/City"\n', encoding="utf-8")
+    proc = ticker_subprocess(project.config, "backfill", str(project.dumps))
+    assert proc.returncode == 2
+    message = one_error_line(proc.stderr)
+    assert str(project.config) in message and "sources[0].timezone" in message
+
+
+def test_a_directory_given_as_config_is_a_usage_error(project: Project) -> None:
+    project.config.unlink()
+    project.config.mkdir()  # a directory where the file should be
+    result = project.run("latest")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert f"'{project.config}' is a directory" in result.stderr
