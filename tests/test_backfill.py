@@ -7,6 +7,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -237,7 +239,7 @@ def test_undated_pages_are_listed_and_their_quotes_not_stored(project: Project) 
     assert "re-run with --date YYYY-MM-DD" in undated[1]
     assert line(result.stdout, "observations:") == "5 new, 0 already stored, 0 revised"
     assert {r["date"] for r in export_rows(project)} == {"2025-12-09"}
-    outcomes = dict(project.rows("SELECT origin, outcome FROM captures"))  # type: ignore[arg-type]
+    outcomes = {row[0]: row[1] for row in project.rows("SELECT origin, outcome FROM captures")}
     assert outcomes[str(listing)] == "undated"
 
 
@@ -742,3 +744,28 @@ def test_any_pages_in_any_order_loaded_twice_give_the_same_export(
             assert project.export("csv") == first
             exports.append(first)
     assert exports[0] == exports[1]
+
+
+def test_stage_directories_of_killed_backfills_are_removed(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = temp / f"{pipeline.STAGE_PREFIX}{int(gone.stdout)}-abc"
+    alive = temp / f"{pipeline.STAGE_PREFIX}{os.getpid()}-def"
+    other = temp / "ticker-something-else"
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "0000000000.pages.csv").write_text("x\n", encoding="utf-8")
+    project.write("page.txt", text_page())
+
+    result = project.backfill()
+
+    assert result.exit_code == 0, result.output
+    assert not dead.exists()
+    assert alive.exists() and other.exists()
+    assert sorted(p.name for p in temp.iterdir()) == sorted([alive.name, other.name])

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from _trust import PAIRS, DayQuotes, Quote, page, printed_change, simulate, write_config
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticker.check import (
     Day,
@@ -326,3 +328,19 @@ def test_check_help_has_an_example() -> None:
     result = CliRunner().invoke(cli, ["check", "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output and "ticker check --json" in result.output
+
+
+rates_text = st.from_regex(r"0\.[0-9]{5}", fullmatch=True).filter(lambda t: float(t) > 0)
+changes_text = st.from_regex(r"-?[0-9]{1,2}(\.[0-9]{1,2})?", fullmatch=True)
+
+
+@given(rates_text, rates_text, changes_text)
+def test_the_float_shortcut_agrees_with_exact_fractions(prev: str, rate: str, change: str) -> None:
+    from ticker.check import _clearly_fits
+
+    lo, hi = implied_change(prev, rate)
+    clo, chi = change_interval(change)
+    exact = max(lo - chi, clo - hi, Fraction(0))
+    if _clearly_fits(prev, rate, change):
+        assert exact == 0
+    assert change_miss(prev, rate, change) == exact

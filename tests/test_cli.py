@@ -201,7 +201,7 @@ def test_export_of_an_empty_store(project: Project) -> None:
 # --- help, version, python -m ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))  # type: ignore[attr-defined]
+@pytest.mark.parametrize("command", sorted(cli.commands))
 def test_help_of_every_command_has_an_example(command: str) -> None:
     from click.testing import CliRunner
 

@@ -13,7 +13,7 @@ from ticker.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(cli.commands)
 
 
 def readme() -> str:
@@ -30,7 +30,7 @@ def test_every_command_is_in_the_readme(name: str) -> None:
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_has_help_with_an_example(name: str) -> None:
-    command: click.Command = cli.commands[name]  # type: ignore[attr-defined]
+    command: click.Command = cli.commands[name]
     assert command.help, f"ticker {name} has no help text"
     assert "Example" in command.help, f"ticker {name} --help shows no example"
     for param in command.params:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -242,6 +243,7 @@ def decimals(text: str) -> int:
     return len(frac)
 
 
+@lru_cache(maxsize=65536)
 def rate_interval(text: str) -> tuple[Fraction, Fraction]:
     """The values a printed rate stands for: 0.00199 -> [0.001985, 0.001995]."""
     value = Fraction(text)
@@ -249,6 +251,7 @@ def rate_interval(text: str) -> tuple[Fraction, Fraction]:
     return value - half, value + half
 
 
+@lru_cache(maxsize=65536)
 def change_interval(text: str, site_decimals: int = CHANGE_DECIMALS) -> tuple[Fraction, Fraction]:
     """The changes (percent) a printed change stands for.
 
@@ -273,9 +276,23 @@ def implied_change(prev_rate: str, rate: str) -> tuple[Fraction, Fraction]:
 
 def change_miss(prev_rate: str, rate: str, change: str) -> Fraction:
     """How many percentage points the printed change misses what the rates allow (0: fits)."""
+    if _clearly_fits(prev_rate, rate, change):
+        return Fraction(0)
     lo, hi = implied_change(prev_rate, rate)
     clo, chi = change_interval(change)
     return max(lo - chi, clo - hi, Fraction(0))
+
+
+def _clearly_fits(prev_rate: str, rate: str, change: str) -> bool:
+    """The common case in floats: the printed change is well inside what the rates
+    allow (by more than float error), so the exact fractions need not be worked out."""
+    r0, r1, c = float(prev_rate), float(rate), float(change)
+    h0, h1 = 0.5 * 10.0 ** -decimals(prev_rate), 0.5 * 10.0 ** -decimals(rate)
+    if r0 - h0 <= 0:
+        return False
+    lo, hi = ((r1 - h1) / (r0 + h0) - 1) * 100, ((r1 + h1) / (r0 - h0) - 1) * 100
+    margin = 1e-9 * (1 + abs(lo) + abs(hi))
+    return lo + margin < c < hi - margin
 
 
 def _pct(value: Fraction | float) -> str:
@@ -392,13 +409,13 @@ def check_jumps(
             # y_min is the move at the most favourable reading of the printed digits
             if abs(y - med) <= threshold or abs(y_min - med) <= threshold:
                 continue
-            move = math.expm1(math.log(float(day.rate) / float(prev.rate))) * 100
-            fits = change_miss(prev.rate, day.rate, day.change) == 0
-            agree = (
-                f"the printed change {day.change}% agrees"
-                if fits or (day.date - prev.date).days != 1
-                else f"the printed change {day.change}% does not: likely a bad value"
-            )
+            move = (float(day.rate) / float(prev.rate) - 1) * 100
+            if (day.date - prev.date).days != 1:
+                agree = f"the printed change {day.change}% is of a day not stored"
+            elif change_miss(prev.rate, day.rate, day.change) == 0:
+                agree = f"the printed change {day.change}% agrees: a real move"
+            else:
+                agree = f"the printed change {day.change}% does not: likely a bad value"
             usual = sigma if sigma > 0 else step
             out.append(
                 Finding(

@@ -137,11 +137,13 @@ def backfill(
     ctx.exit(summary.exit_code)
 
 
-def _progress_bar(items: Iterable[Path], total: int) -> Iterable[Path]:
+def _progress_bar(items: Iterable[Any], total: int) -> Iterable[Any]:
+    # No bar when stderr is not a terminal (cron, CI, pipes): then tqdm is not even loaded.
+    if not sys.stderr.isatty():
+        return items
     from tqdm import tqdm
 
-    # disable=None: no bar when stderr is not a terminal (cron, CI, pipes).
-    return tqdm(items, total=total, unit="file", disable=None, leave=False, file=sys.stderr)
+    return tqdm(items, total=total, unit="file", leave=False, file=sys.stderr)
 
 
 def _print_summary(s: Any) -> None:
@@ -506,7 +508,9 @@ def chart(
     )
     report = result.report
     if report is None:
-        click.echo("no quotes stored yet; nothing to draw (run `ticker backfill` or `ticker scrape`)")
+        click.echo(
+            "no quotes stored yet; nothing to draw (run `ticker backfill` or `ticker scrape`)"
+        )
         ctx.exit(1)
     assert report is not None
     click.echo(f"window: {result.since} to {result.until}")

@@ -78,34 +78,40 @@ def _walk(root: Path, files: dict[str, None]) -> None:
                 files[prefix + name] = None
 
 
-def read_pages(path: Path) -> Iterator[Page]:
+def read_pages(path: Path | str) -> Iterator[Page]:
     """Every page in one file. Raises InputError (naming the file) when it cannot be read;
     pages of a WARC file yielded before the fault stand."""
     origin = str(path)
     try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-            fh.seek(0)
-            if head.startswith(_WARC_MAGIC):
-                yield from _warc_pages(fh, origin)
-                return
-            if head.startswith(_GZIP_MAGIC):
-                # A .warc.gz is read record by record, so that a fault keeps the pages
-                # before it: peek at the start of the stream, not the whole of it.
-                if _gunzip(fh, origin, len(_WARC_MAGIC)) == _WARC_MAGIC:
-                    fh.seek(0)
-                    yield from _warc_pages(fh, origin)
-                    return
-                fh.seek(0)
-                body = _gunzip(fh, origin)
-            else:
-                # Sized by fstat: read(MAX_PAGE_BYTES + 1) allocates 20 MB for every file.
-                size = os.fstat(fh.fileno()).st_size
-                body = fh.read(min(size, MAX_PAGE_BYTES) + 1)
-                if len(body) > size:  # it grew, or fstat does not know its size
-                    body += _read_upto(fh, MAX_PAGE_BYTES + 1 - len(body))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        # A page is read whole with one read sized by fstat, without a file object: a
+        # backfill reads tens of thousands (read(MAX_PAGE_BYTES + 1) would allocate 20 MB).
+        size = os.fstat(fd).st_size
+        body = os.read(fd, min(size, MAX_PAGE_BYTES) + 1)
+        if body.startswith((_WARC_MAGIC, _GZIP_MAGIC)) or len(body) > size:
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(fd, "rb", closefd=False) as fh:
+                if body.startswith(_WARC_MAGIC):
+                    yield from _warc_pages(fh, origin)
+                    return
+                if body.startswith(_GZIP_MAGIC):
+                    # A .warc.gz is read record by record, so that a fault keeps the pages
+                    # before it: peek at the start of the stream, not the whole of it.
+                    if _gunzip(fh, origin, len(_WARC_MAGIC)) == _WARC_MAGIC:
+                        fh.seek(0)
+                        yield from _warc_pages(fh, origin)
+                        return
+                    fh.seek(0)
+                    body = _gunzip(fh, origin)
+                else:  # it grew, or fstat does not know its size
+                    body = _read_upto(fh, MAX_PAGE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     yield Page(origin=origin, body=_check_body(body, origin))
 
 
@@ -174,8 +180,18 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
     try:
         records = ArchiveIterator(fh, arc2warc=True)
         cap = _HeaderCap(records.reader, origin)
+        last: Any = None
         for record in records:
             cap.used = 0
+            _check_whole(last, origin)  # a skipped record is read through by now
+            last = record
+            if record.rec_type is None or record.length is None:
+                # what a file cut inside a record's headers gives
+                raise InputError(
+                    origin,
+                    f"truncated or corrupt WARC file: the record after {n} pages has no "
+                    "WARC-Type or Content-Length; copy the file again",
+                )
             if record.rec_type not in ("response", "resource"):
                 continue
             n += 1
@@ -197,15 +213,7 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
             body = record.content_stream().read(MAX_PAGE_BYTES + 1)
             if len(body) > MAX_PAGE_BYTES:
                 raise InputError(where, f"record larger than {MAX_PAGE_BYTES >> 20} MB")
-            # A file cut short (an interrupted copy or download) ends inside its last
-            # record: warcio then returns part of the body without complaint.
-            missing = getattr(record.raw_stream, "limit", 0)
-            if isinstance(missing, int) and missing > 0:
-                raise InputError(
-                    where,
-                    f"truncated WARC record: the file ends {missing} bytes before the "
-                    f"record's end (Content-Length {record.length}); copy the file again",
-                )
+            _check_whole(record, where)
             yield Page(
                 origin=where,
                 body=body,
@@ -214,6 +222,7 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
                 source=record.rec_headers.get_header(SOURCE_HEADER),
                 content_type=ctype or None,
             )
+        _check_whole(last, origin)
         # A file cut inside the headers of its last record ends the iteration quietly:
         # whatever follows the last whole record must be blank.
         fh.seek(records.offset)
@@ -235,6 +244,19 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
         # warcio fails on broken headers in many ways (a record cut in its headers leaves
         # no WARC-Target-URI, and it calls .startswith on None).
         raise InputError(origin, f"malformed WARC record {n} ({_first_line(exc)})") from None
+
+
+def _check_whole(record: Any, where: str) -> None:
+    """A file cut short (an interrupted copy or download) ends inside its last record:
+    warcio then returns part of the record without complaint, and leaves the rest of
+    its Content-Length unread."""
+    missing = getattr(getattr(record, "raw_stream", None), "limit", 0)
+    if isinstance(missing, int) and missing > 0:
+        raise InputError(
+            where,
+            f"truncated WARC record: the file ends {missing} bytes before the record's end "
+            f"(Content-Length {record.length}); copy the file again",
+        )
 
 
 def _warc_date(value: str | None) -> datetime | None:

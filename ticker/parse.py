@@ -51,7 +51,11 @@ _MONTHS = {
 _DATE_RE = re.compile(r"^([0-9]{1,2})\s+([A-Za-z]{3,9})\.?,?\s+([0-9]{4})$")
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
 _NOTHING = Reading(Outcome.NO_TICKER)
-_BLOCKS: dict[str, tuple[tuple[Quote, ...], tuple[str, ...], int, bool]] = {}
+# What a block's lines read as: quotes, problems, copies, whether the copies disagree.
+_BlockReading = tuple[tuple[Quote, ...], tuple[str, ...], int, bool]
+# Readings of the blocks seen lately (a memo: parse_text stays a function of its text).
+_BLOCKS: dict[str | tuple[str, int, int, str], _BlockReading] = {}
+_LAST_BLOCK: list[tuple[str, _BlockReading] | None] = [None]  # the last block, its text
 
 
 def parse_text(text: str) -> Reading:
@@ -63,9 +67,21 @@ def parse_text(text: str) -> Reading:
             break
     if first is None:
         return _NOTHING
+    start = first.start()
+    # Pages read one after another mostly print the block of the page before. Its lines
+    # come out the same when the text is the same up to where that block ended and the
+    # block goes no further here (a match depends only on the text after the one before;
+    # a block ending in an odd line is not kept, as that match looks past its end).
+    last = _LAST_BLOCK[0]
+    if last is not None and text.startswith(last[0], start):
+        end = start + len(last[0])
+        if _NEXT_RE.match(text, end) is None and _ODD_LINE_RE.match(text, end) is None:
+            return _reading(text, end, last[1])
+
     lines: list[tuple[str, str, str, str]] = [first.groups()]  # type: ignore[list-item]
     end = cycle_start = first.end()
-    repeats_checked = False
+    repeats_checked = ends_odd = False
+    repeats: tuple[str, int, int, int] | None = None  # the block's text, told shortly
     odd: dict[str, None] = {}
     while True:
         match = _NEXT_RE.match(text, end)
@@ -75,28 +91,46 @@ def parse_text(text: str) -> Reading:
                 break
             odd[loose.group(1).strip()[:60]] = None
             end = loose.end()
+            ends_odd = True
             continue
         line: tuple[str, str, str, str] = match.groups()  # type: ignore[assignment]
         lines.append(line)
         end = match.end()
+        ends_odd = False
         if not repeats_checked and line == lines[0]:
             # The marquee repeats its lines verbatim. Where the text after this line is an
             # exact copy of lines[1:], the matches there would be the same (a match depends
             # only on the text after the previous one), so count copies by string compare.
             repeats_checked = True
             period, cycle = text[cycle_start:end], lines[1:]
+            head, copies = text[start:end], 0
             while text.startswith(period, end):
                 lines.extend(cycle)
                 end += len(period)
+                copies += 1
+            repeats = (head, cycle_start - start, copies, end)
 
-    # Pages of one day print the same block: its lines are a function of its text (each
-    # match depends only on the text after the previous one), so their reading is kept.
-    block = text[first.start() : end]
+    # Pages of one day print the same block: its lines are a function of its text, so
+    # their reading is kept. The key tells that text without hashing all the copies: the
+    # first line and one period of the marquee, how many more periods followed, and the
+    # text after them.
+    block: str | tuple[str, int, int, str]
+    if repeats is None:
+        block = text[start:end]
+    else:
+        head, first_line, copies, after = repeats
+        block = (head, first_line, copies, text[after:end])
     known = _BLOCKS.get(block)
     if known is None:
         if len(_BLOCKS) >= 256:
             _BLOCKS.clear()
         known = _BLOCKS[block] = _read_lines(lines, odd)
+    _LAST_BLOCK[0] = None if ends_odd else (text[start:end], known)
+    return _reading(text, end, known)
+
+
+def _reading(text: str, end: int, known: _BlockReading) -> Reading:
+    """The Reading of a page whose block ends at `end` and reads as `known`."""
     quotes, block_problems, copies, disagree = known
     problems = list(block_problems)
     page_date, date_problem = _date_after(text, end)
@@ -113,9 +147,7 @@ def parse_text(text: str) -> Reading:
     return Reading(outcome, quotes, page_date, copies, tuple(problems))
 
 
-def _read_lines(
-    lines: list[tuple[str, str, str, str]], odd: dict[str, None]
-) -> tuple[tuple[Quote, ...], tuple[str, ...], int, bool]:
+def _read_lines(lines: list[tuple[str, str, str, str]], odd: dict[str, None]) -> _BlockReading:
     """The quotes of a block's lines, its problems, its copies and whether they disagree."""
     # The marquee repeats the block: validate each distinct line once.
     problems: list[str] = [f"unreadable ticker line {o!r}; ignored" for o in odd]
@@ -217,8 +249,17 @@ def html_to_text(body: bytes | str) -> str:
         body = body.encode("utf-8")
     if not body.strip():
         return ""
+    # Valid UTF-8 is read as UTF-8: without a <meta charset> libxml2 reads latin-1, and
+    # the ticker's "•" bullets turn into "â€¢", which ends the block after one line.
+    try:
+        body.decode("utf-8")
+        encoding: str | None = "utf-8"
+    except UnicodeDecodeError:
+        encoding = None  # libxml2 goes by the page's <meta charset>
     # huge_tree: libxml2 otherwise stops at ~256 nested elements and drops the rest.
-    parser = lxml.html.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True)
+    parser = lxml.html.HTMLParser(
+        huge_tree=True, remove_comments=True, remove_pis=True, encoding=encoding
+    )
     try:
         root = lxml.html.document_fromstring(body, parser=parser)
     except (lxml.etree.ParserError, ValueError):

@@ -4,12 +4,13 @@ the scheduler. Time is a parameter here; only the CLI and the scheduler read the
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import itertools
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -156,24 +157,19 @@ def backfill(
     if files and config.store_path.exists():
         with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
             done = store.loaded_file_keys()
-    todo = _files_to_read(files, done, default_source.name, given_date, summary)
-    if not todo:
-        return summary
-
     if workers is None:
-        workers = _cpu_count() if len(todo) >= POOL_MIN_FILES else 1
+        workers = _cpu_count() if len(files) >= POOL_MIN_FILES else 1
     # Chunks small enough for a batch to close on time and for the workers to share the
     # last ones; big enough that a task's overhead does not count.
-    size = max(1, min(CHUNK_FILES, BATCH_PAGES // 4, -(-len(todo) // (workers * 4))))
-    starts = range(0, len(todo), size)
-    chunks = [todo[i : i + size] for i in starts]
+    size = max(1, min(CHUNK_FILES, BATCH_PAGES // 4, -(-len(files) // (workers * 4))))
     with contextlib.ExitStack() as stack:
-        stage_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ticker-")))
+        stage_dir = Path(stack.enter_context(_stage_dir()))
         job = _ReadJob(config.sources, default_source.name, given_date, stage_dir)
-        results: Iterable[_Chunk]
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
 
+            # The workers start with the first chunk (fork: with all imported), and read
+            # while the files after it are still being checked.
             pool = ProcessPoolExecutor(
                 workers,
                 mp_context=_fork_context(),
@@ -182,21 +178,38 @@ def backfill(
             )
             # On an error or Ctrl-C, drop the chunks not started rather than read them all.
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            results = pool.map(_read_chunk, itertools.repeat(job), starts, chunks)
+
+            def submit(first: int, names: list[tuple[str, str]]) -> Callable[[], _Chunk]:
+                return pool.submit(_read_chunk, job, first, names).result
+
         else:
-            results = map(_read_chunk, itertools.repeat(job), starts, chunks)
+
+            def submit(first: int, names: list[tuple[str, str]]) -> Callable[[], _Chunk]:
+                return functools.partial(_read_chunk, job, first, names)
+
+        pending: list[Callable[[], _Chunk]] = []
+        names: list[tuple[str, str]] = []
+        count = 0
+        for item in _files_to_read(files, done, default_source.name, given_date, summary):
+            names.append(item)
+            if len(names) == size:
+                pending.append(submit(count, names))
+                count, names = count + len(names), []
+        if names:
+            pending.append(submit(count, names))
+            count += len(names)
+        if not count:
+            return summary
+        results = (result() for result in pending)
         items: Iterable[_Chunk | None] = _per_file(results)
         if progress is not None:
-            items = progress(items, len(todo))
-        batch: list[_Chunk] = []
+            items = progress(items, count)
+        writer = stack.enter_context(_BatchWriter(config, now, summary))
         for chunk in items:
-            if chunk is None:
-                continue
-            summary.merge(chunk.summary)
-            batch.append(chunk)
-            if sum(c.pages for c in batch) >= BATCH_PAGES:
-                _write_batch(config, batch, now, summary)
-        _write_batch(config, batch, now, summary)
+            if chunk is not None:
+                summary.merge(chunk.summary)
+                writer.add(chunk)
+        writer.finish()
     return summary
 
 
@@ -227,29 +240,29 @@ def _files_to_read(
     source: str,
     given_date: date | None,
     summary: BackfillSummary,
-) -> list[tuple[str, str]]:
-    """(path, file key) of each file not loaded before with the same size and mtime."""
-    todo: list[tuple[str, str]] = []
-    real_dirs: dict[str, str] = {}
+) -> Iterator[tuple[str, str]]:
+    """(path, file key) of each file not loaded before with the same size and mtime.
+    A re-run spends its time here, so realpath (a syscall per part of the path) is taken
+    once per directory."""
+    parent, real = None, ""
+    stat, skipped = os.stat, 0
     for name in files:
         try:
-            st = os.stat(name)
+            st = stat(name)
         except OSError as exc:
             summary.unreadable.append((name, f"cannot be read: {exc.strerror}"))
             continue
-        # realpath once per directory, not per file: it costs a syscall per path part.
-        parent, _, base = name.rpartition(os.sep)
-        real = real_dirs.get(parent)
-        if real is None:
-            real = real_dirs[parent] = os.path.realpath(parent or os.curdir)
-        key = file_key(os.path.join(real, base), st, source, given_date)
+        folder, _, base = name.rpartition(os.sep)
+        if folder != parent:
+            parent, real = folder, os.path.join(os.path.realpath(folder or os.curdir), "")
+        key = file_key(real + base, st, source, given_date)
         if not key.isascii():  # stored as PageStager writes it: stray bytes escaped
             key = key.encode("utf-8", "backslashreplace").decode("utf-8")
         if key in done:
-            summary.files_skipped += 1
+            skipped += 1
         else:
-            todo.append((name, key))
-    return todo
+            yield name, key
+    summary.files_skipped += skipped
 
 
 def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) -> _Chunk:
@@ -262,7 +275,7 @@ def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) 
         for file_no, (path, key) in enumerate(chunk, first_no):
             n = 0
             try:
-                for page in read_pages(Path(path)):
+                for page in read_pages(path):
                     source = by_name.get(page.source or "", default)
                     record = page_record(page, source, job.given_date)
                     stager.add_page(file_no, n, record)
@@ -278,20 +291,78 @@ def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) 
     return _Chunk(len(chunk), stager.pages, stager.pages_path, stager.files_path, part)
 
 
-def _write_batch(
-    config: Config, batch: list[_Chunk], now: datetime, summary: BackfillSummary
-) -> None:
-    if not batch:
-        return
-    with Store.open(config.store_path, config.lock_timeout) as store:
-        counts = store.write_staged(
-            [c.pages_csv for c in batch if c.pages], [c.files_csv for c in batch], now
-        )
-    summary.add(counts)
-    for chunk in batch:
-        chunk.pages_csv.unlink(missing_ok=True)
-        chunk.files_csv.unlink(missing_ok=True)
-    batch.clear()
+class _BatchWriter:
+    """Writes the staged chunks to the store, BATCH_PAGES pages a transaction, in reading
+    order, in a thread of its own: the store writes one batch while the workers read the
+    next (DuckDB lets go of the GIL while it works)."""
+
+    def __init__(self, config: Config, now: datetime, summary: BackfillSummary) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.config, self.now, self.summary = config, now, summary
+        self.batch: list[_Chunk] = []
+        self.pages = 0
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="ticker-store")
+        self.writing: Future[WriteCounts] | None = None
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, chunk: _Chunk) -> None:
+        self.batch.append(chunk)
+        self.pages += chunk.pages
+        if self.writing is not None and self.writing.done():
+            self._collect()  # a failed write stops the run here
+        if self.pages >= BATCH_PAGES and self.writing is None:
+            self.writing = self.thread.submit(self._write, self.batch)
+            self.batch, self.pages = [], 0
+
+    def finish(self) -> None:
+        self._collect()
+        if self.batch:
+            self.summary.add(self._write(self.batch))
+
+    def _collect(self) -> None:
+        if self.writing is not None:
+            counts = self.writing.result()
+            self.writing = None
+            self.summary.add(counts)
+
+    def _write(self, batch: list[_Chunk]) -> WriteCounts:
+        with Store.open(self.config.store_path, self.config.lock_timeout) as store:
+            counts = store.write_staged(
+                [c.pages_csv for c in batch if c.pages], [c.files_csv for c in batch], self.now
+            )
+        for chunk in batch:
+            chunk.pages_csv.unlink(missing_ok=True)
+            chunk.files_csv.unlink(missing_ok=True)
+        return counts
+
+
+STAGE_PREFIX = "ticker-backfill-"  # + PID: the temporary directory of a backfill's CSVs
+
+
+def _stage_dir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for the staged pages, after removing those of backfills that
+    were killed (a SIGKILL leaves its directory behind; its PID tells whose it was)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{STAGE_PREFIX}*-*"):
+        pid = path.name[len(STAGE_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{STAGE_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # not ours to signal: alive
+        return True
+    return True
 
 
 def _per_file(chunks: Iterable[_Chunk]) -> Iterator[_Chunk | None]:
@@ -379,7 +450,9 @@ def render_charts(
         if last is None:
             return ChartRun(since, until, None)
         end = until or min(last, now.date())
-        start = since or (first if everything else end - timedelta(days=config.charts.window_days - 1))
+        start = since or (
+            first if everything else end - timedelta(days=config.charts.window_days - 1)
+        )
         series = store.series(source.name, wanted, start, end)
     report = draw(
         series,

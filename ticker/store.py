@@ -416,6 +416,9 @@ class Store:
         SQL over whole batches (backfill loads tens of thousands of pages at a time)."""
         counts = WriteCounts()
         con = self.con
+        # One thread: faster for batches this size, and it leaves the other cores to the
+        # backfill workers reading the next batch.
+        con.execute("SET threads = 1")
         con.execute("BEGIN TRANSACTION")
         try:
             if pages_csv:
@@ -436,6 +439,7 @@ class Store:
         finally:
             for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
                 con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+            con.execute("RESET threads")
         return counts
 
     def _apply_stage(self, pages_csv: Sequence[Path], now: datetime, counts: WriteCounts) -> None:
