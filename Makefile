@@ -22,6 +22,7 @@ $(VENV)/.test: pyproject.toml $(VENV)/.run
 # The daemon scrapes every [[sources]] page now and then on [schedule] scrape; Ctrl-C stops it.
 run: $(VENV)/.run
 	$(BIN)/ticker backfill $(SAMPLES)
+	$(BIN)/ticker chart
 	$(BIN)/ticker run
 
 test: $(VENV)/.test

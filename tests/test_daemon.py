@@ -88,17 +88,15 @@ def test_chart_job_on_its_own_schedule_when_charts_exist() -> None:
 def test_scheduler_jobs_are_single_coalesced_with_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delattr(pipeline, "render_charts", raising=False)
     config = Config(schedule=ScheduleConfig(scrape=1800, jitter=60, misfire_grace_time=300))
     scheduler = build_scheduler(config, Daemon(config), NOW)
-    [job] = scheduler.get_jobs()
-    assert (job.id, job.max_instances, job.coalesce, job.misfire_grace_time) == (
-        "scrape",
-        1,
-        True,
-        300,
-    )
+    job, chart = scheduler.get_jobs()
+    for j in (job, chart):
+        assert (j.max_instances, j.coalesce, j.misfire_grace_time) == (1, True, 300)
+    assert (job.id, chart.id) == ("scrape", "chart")
     assert job.next_run_time == NOW  # the first scrape right at start
+    # the charts: daily from the start (and after any scrape that stored something new)
+    assert chart.trigger.get_next_fire_time(None, NOW) == NOW + timedelta(seconds=86400)
     assert str(scheduler.timezone) == "UTC"
 
 
@@ -125,27 +123,37 @@ def test_a_failing_job_logs_one_line_and_returns(
 def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
     tmp_path: Path,
     server: LocalServer,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    calls: list[datetime] = []
-
-    def render_charts(config: Config, *, now: datetime) -> Any:
-        calls.append(now)
-        return None
-
-    monkeypatch.setattr(pipeline, "render_charts", render_charts, raising=False)
-    server.route("/", html(page()))
     config = load_config(write_config(tmp_path, server.url("/")))
     daemon = Daemon(config, clock=lambda: NOW)
+    # The day before, so the charts have two days to draw.
+    server.route("/", html(page(date="19 March 2025")))
+    daemon.scrape_job()
+    server.route("/", html(page(date="20 March 2025")))
+    charts = tmp_path / "charts"
     with caplog.at_level(logging.INFO, logger="ticker.run"):
-        daemon.scrape_job()
         daemon.clock = lambda: NOW + timedelta(minutes=30)
+        daemon.scrape_job()
+        drawn = {p.name: p.stat().st_mtime_ns for p in charts.glob("*.png")}
+        daemon.clock = lambda: NOW + timedelta(minutes=60)
         daemon.scrape_job()  # the same page again: nothing new, no redraw
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scrape ")]
     assert len(lines) == 2 and "timesca ok" in lines[0] and "5 new" in lines[0]
     assert "0 new, 5 already stored" in lines[1]
-    assert calls == [NOW]  # render_charts(config, now=...) once, after the new data
+    chart_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("charts")]
+    assert len(chart_lines) == 1 and "6 written" in chart_lines[0]
+    assert set(drawn) == {
+        "KGS-USD.png",
+        "KZT-USD.png",
+        "TJS-USD.png",
+        "UZS-USD.png",
+        "TMT-USD.png",
+        "overview.png",
+    }
+    for name, mtime in drawn.items():
+        assert (charts / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (charts / name).stat().st_mtime_ns == mtime  # not redrawn without new data
     daemon.close()
 
 

@@ -165,15 +165,11 @@ class Daemon:
                 log.error("chart job failed: %s: %s", type(exc).__name__, exc)
                 log.debug("traceback of the chart job", exc_info=True)
 
-    # --- chart job: the charts issue provides pipeline.render_charts(config, now=...) ------
+    # --- chart job: after a scrape that stored something new, and on [schedule] charts ---
 
     def _charts(self, reason: str) -> None:
-        render = getattr(pipeline, "render_charts", None)
-        if render is None:
-            log.debug("charts: pipeline.render_charts is not available; skipped")
-            return
         t0 = time.monotonic()
-        result = render(self.config, now=self.clock())
+        result = pipeline.render_charts(self.config, now=self.clock())
         log.info("charts (%s): %s, %.2f s", reason, _chart_summary(result), time.monotonic() - t0)
 
 
@@ -210,7 +206,7 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": grace},
     )
-    for spec in job_specs(config, now, charts=hasattr(pipeline, "render_charts")):
+    for spec in job_specs(config, now, charts=True):
         extra: dict[str, Any] = {}
         if spec.first_run is not None:
             extra["next_run_time"] = spec.first_run
@@ -252,7 +248,6 @@ def run(config: Config) -> int:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
     daemon = Daemon(config)
     scheduler = build_scheduler(config, daemon, daemon.clock())
-    charts = hasattr(pipeline, "render_charts")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -274,7 +269,7 @@ def run(config: Config) -> int:
         config.schedule.jitter,
         _shown(config.store_path),
         _shown(config.archive_dir),
-        f", charts {describe_schedule(config.schedule.charts)}" if charts else "",
+        f", charts {describe_schedule(config.schedule.charts)}",
     )
     try:
         if not daemon.stopping.is_set():
