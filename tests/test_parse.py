@@ -780,3 +780,20 @@ def as_html(text: str) -> str:
 @example(REAL_BLOCK.replace("K", "\x08", 1))
 def test_mutations_of_a_real_block_in_html_never_raise(text):
     page_text(as_html(text).encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("20 March 2025", date(2025, 3, 20)),
+        ("Thursday, 20 March 2025", date(2025, 3, 20)),
+        ("Thu 20 Mar 2025", date(2025, 3, 20)),
+        ("09 December 2025", date(2025, 12, 9)),
+        ("Viewing results 1 - 6 of 111", None),
+        ("20 Marchember 2025", None),
+    ],
+)
+def test_date_line_right_after_the_block(line: str, expected: date | None) -> None:
+    reading = parse_text(f"  • KGS/USD = 0.01164 0.87%\n  • KZT/USD = 0.00199 -0%\n{line}\n")
+    assert reading.date == expected
+    assert reading.outcome == (Outcome.OK if expected else Outcome.UNDATED)

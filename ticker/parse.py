@@ -8,7 +8,9 @@ from datetime import date
 
 from ticker.models import Outcome, Quote, Reading
 
-PARSER_VERSION = 1
+# Part of every page's and file's load key: bump it when a page may read differently, so
+# a re-run of backfill parses what is already loaded again.
+PARSER_VERSION = 2
 
 # One ticker line: "KGS/USD = 0.01164 0.87%". Tokens may be split over lines because
 # an HTML rendering can put each <span> on a line of its own.
@@ -48,7 +50,12 @@ _MONTHS = {
     )
     for name in names
 }
-_DATE_RE = re.compile(r"^([0-9]{1,2})\s+([A-Za-z]{3,9})\.?,?\s+([0-9]{4})$")
+# "20 March 2025"; a weekday before it ("Thursday, 20 March 2025") is allowed.
+_DATE_RE = re.compile(
+    r"^(?:(?:mon|tue|tues|wed|wednes|thu|thurs|fri|sat|satur|sun)(?:day)?\.?,?\s+)?"
+    r"([0-9]{1,2})\s+([A-Za-z]{3,9})\.?,?\s+([0-9]{4})$",
+    re.IGNORECASE,
+)
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
 _NOTHING = Reading(Outcome.NO_TICKER)
 # What a block's lines read as: quotes, problems, copies, whether the copies disagree.
