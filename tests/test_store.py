@@ -223,3 +223,29 @@ def test_property_staged_writes_equal_page_writes(
         one, staged, a, b = _write_both(Path(tmp), batches)
     assert one == staged
     assert a == b
+
+
+def test_work_done_before_commit_lands_with_the_page_or_not_at_all(tmp_path: Path) -> None:
+    """The scrape records its attempt inside the page's transaction: when that fails, the
+    page is not stored either, and what was stored before is untouched."""
+    db = tmp_path / "t.duckdb"
+    with Store.open(db) as store:
+        store.write_pages([_record("a", date(2025, 1, 1), ("0.1", "0"))], now=NOW)
+        before = _tables(store)
+
+        def fail(counts: WriteCounts) -> None:
+            assert counts.new == 2  # the page's quotes are counted before the commit
+            raise RuntimeError("the attempt could not be recorded")
+
+        with pytest.raises(RuntimeError):
+            store.write_pages(
+                [_record("b", date(2025, 1, 2), ("0.2", "-0"))], now=NOW, before_commit=fail
+            )
+        assert _tables(store) == before
+        seen: list[int] = []
+        store.write_pages(
+            [_record("b", date(2025, 1, 2), ("0.2", "-0"))],
+            now=NOW,
+            before_commit=lambda counts: seen.append(counts.new),
+        )
+        assert seen == [2] and len(_tables(store)["captures"]) == 2

@@ -648,10 +648,28 @@ def _store_attempts(
         with Store.open(config.store_path, config.lock_timeout) as store:
             _flush_pending(config, store, now)
             for attempt, record in fetched:
+                done: list[Attempt] = []
+
+                def record_attempt(
+                    counts: WriteCounts | None,
+                    attempt: Attempt = attempt,
+                    record: PageRecord | None = record,
+                    done: list[Attempt] = done,
+                    started: float = mark,
+                ) -> None:
+                    if record is not None and counts is not None:
+                        attempt = _with_counts(attempt, record, counts)
+                    spent = time.monotonic() - started
+                    attempt = replace(attempt, duration=attempt.duration + spent)
+                    store.record_attempts([attempt], now)
+                    done.append(attempt)
+
                 if record is not None:
-                    attempt = _with_counts(attempt, record, store.write_pages([record], now=now))
-                attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
-                store.record_attempts([attempt], now)
+                    # The page and its attempt land in one transaction, or neither does.
+                    store.write_pages([record], now=now, before_commit=record_attempt)
+                else:
+                    record_attempt(None)
+                attempt = done[0]
                 mark = time.monotonic()
                 recorded.append(attempt)
                 if attempt.outcome == "ok" and attempt.capture_id is not None:

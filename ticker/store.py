@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -253,8 +253,11 @@ class Store:
         pages: Sequence[PageRecord],
         files: Sequence[tuple[str, str, int]] = (),
         now: datetime | None = None,
+        before_commit: Callable[[WriteCounts], None] | None = None,
     ) -> WriteCounts:
         """Store pages and their quotes in one transaction: all of a page lands or none.
+        `before_commit` runs inside that transaction with the counts (the scrape records
+        its attempt there, so a page never lands without its attempt or the other way).
 
         Idempotent: a page already loaded (same page_key) adds nothing; a quote whose
         values are already stored for its date adds only a sighting; other values for a
@@ -314,6 +317,8 @@ class Store:
                        ON CONFLICT DO NOTHING""",
                     [*_columns(files, 3), now],
                 )
+            if before_commit is not None:
+                before_commit(counts)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
