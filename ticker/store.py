@@ -237,7 +237,7 @@ class Store:
                 con.close()
                 con = connect(path, lock_timeout, read_only=False)
                 read_only = False
-            if not read_only:
+            if not read_only and _pending(con):
                 _migrate(con, path)
             yield cls(con, path)
         finally:
