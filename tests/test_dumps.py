@@ -240,3 +240,10 @@ def test_an_unreadable_file(tmp_path: Path) -> None:
     finally:
         path.chmod(0o644)
     assert error.reason == "cannot be read: Permission denied"
+
+
+def test_a_named_pipe_among_the_dumps_is_reported_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)  # nobody writes to it: opening it for reading would block forever
+    with pytest.raises(InputError, match="not a regular file"):
+        list(read_pages(fifo))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import gzip
 import os
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -83,13 +84,18 @@ def read_pages(path: Path | str) -> Iterator[Page]:
     pages of a WARC file yielded before the fault stand."""
     origin = str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a named pipe or a device among the dumps must not hang the run.
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
     try:
         # A page is read whole with one read sized by fstat, without a file object: a
         # backfill reads tens of thousands (read(MAX_PAGE_BYTES + 1) would allocate 20 MB).
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(origin, "not a regular file (a pipe, socket or device); skipped")
+        size = st.st_size
         body = os.read(fd, min(size, MAX_PAGE_BYTES) + 1)
         if body.startswith((_WARC_MAGIC, _GZIP_MAGIC)) or len(body) > size:
             os.lseek(fd, 0, os.SEEK_SET)
