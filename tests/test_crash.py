@@ -299,7 +299,10 @@ def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compres
     pages.mkdir()
     suffix = ".warc.gz" if compressed else ".warc"
     # every cut inside the response record, and one inside the ticker block itself
-    cuts = sorted({*range(first_end + 1, len(data), max(1, (len(data) - first_end) // 40))})
+    # compressed: every byte of the response record's gzip member (a few hundred files);
+    # plain: about 40 cuts spread over the record
+    step = 1 if compressed else max(1, (len(data) - first_end) // 40)
+    cuts = sorted({*range(first_end + 1, len(data), step)})
     if not compressed:
         cuts.append(data.index(b"TJS/USD"))
     for cut in cuts:
@@ -317,11 +320,16 @@ def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compres
             Path(origin.split("#")[0]).name.split(".")[0]
             for (origin,) in store.con.execute("SELECT origin FROM captures").fetchall()
         }
-    for cut in cuts:
-        name = f"torn-{cut:06d}"
-        assert (name in reported) != (name in loaded), f"{name}: reported or loaded whole"
-    # the reported ones are cut inside the record; loaded ones only lost the trailer
-    assert len(reported) >= len(cuts) - 3
+    read_whole = {f"torn-{c:06d}" for c in cuts} - reported
+    # Each file not reported gave its whole page (the same page as whole.warc*, so only
+    # the first of them is a capture; the others are pages loaded before): no torn file
+    # is ever passed over in silence.
+    with_ticker = re.search(r"pages with a ticker:\s+(\d+)", result.stdout)
+    assert with_ticker is not None and int(with_ticker.group(1)) == len(read_whole) + 1
+    assert loaded <= read_whole | {"whole"} and loaded
+    # the reported ones are cut inside the record; the others only lost the gzip trailer
+    # (8 bytes) or the record's closing blank lines
+    assert all(int(name[len("torn-") :]) >= len(data) - 16 for name in read_whole)
     assert f"whole{suffix}:" not in result.stdout  # the whole file loads
     assert run_ticker(cfg, "export", check=True).stdout.count("\n") == 6
 

@@ -203,9 +203,23 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
             n += 1
             where = f"{origin}#{n}"
             ctype = ""
+            declared = record.rec_headers.get_header("Content-Length") or ""
+            if not declared.strip().isdigit():
+                # A file cut inside a record's headers can leave "Content-Length:" empty,
+                # which warcio reads as an empty record: that is a torn file, not a page.
+                raise InputError(
+                    where,
+                    "WARC record without a valid Content-Length (the file is cut or "
+                    "malformed); copy the file again",
+                )
             if record.rec_type == "response":
                 if record.http_headers is None:
-                    continue
+                    wct = (record.rec_headers.get_header("Content-Type") or "").lower()
+                    if "application/http" in wct:
+                        raise InputError(
+                            where, "HTTP response record without its HTTP headers (cut?)"
+                        )
+                    continue  # a response of another protocol (dns:, ...)
                 status = record.http_headers.get_statuscode()
                 if status != "200":
                     continue
