@@ -209,15 +209,17 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
                 # which warcio reads as an empty record: that is a torn file, not a page.
                 raise InputError(
                     where,
-                    "WARC record without a valid Content-Length (the file is cut or "
-                    "malformed); copy the file again",
+                    "corrupt WARC file: a record without a valid Content-Length (the file "
+                    "is cut or malformed); copy the file again",
                 )
             if record.rec_type == "response":
                 if record.http_headers is None:
                     wct = (record.rec_headers.get_header("Content-Type") or "").lower()
                     if "application/http" in wct:
                         raise InputError(
-                            where, "HTTP response record without its HTTP headers (cut?)"
+                            where,
+                            "corrupt WARC file: an HTTP response record without its HTTP "
+                            "headers (the file is cut or malformed)",
                         )
                     continue  # a response of another protocol (dns:, ...)
                 status = record.http_headers.get_statuscode()
