@@ -45,7 +45,7 @@ def fires(trigger: Any, now: datetime, n: int = 3) -> list[datetime]:
 
 def test_interval_schedule_starts_now_then_every_interval() -> None:
     config = Config(schedule=ScheduleConfig(scrape=1800, jitter=0))
-    [scrape] = job_specs(config, NOW, charts=False)
+    scrape, _ = job_specs(config, NOW)
     assert scrape.id == "scrape" and scrape.first_run == NOW
     assert fires(scrape.trigger, NOW) == [NOW + timedelta(seconds=1800 * k) for k in (1, 2, 3)]
 
@@ -78,9 +78,9 @@ def test_cron_weekdays_count_from_sunday_as_crontab_does() -> None:
     assert fires(sundays, saturday, 1) == [datetime(2025, 3, 23, 9, 0, tzinfo=UTC)]
 
 
-def test_chart_job_on_its_own_schedule_when_charts_exist() -> None:
+def test_chart_job_on_its_own_schedule() -> None:
     config = Config(schedule=ScheduleConfig(scrape=600, jitter=0, charts="0 3 * * *"))
-    scrape, chart = job_specs(config, NOW, charts=True)
+    scrape, chart = job_specs(config, NOW)
     assert chart.id == "chart" and chart.first_run is None
     assert fires(chart.trigger, NOW, 1) == [datetime(2025, 3, 21, 3, 0, tzinfo=UTC)]
 

@@ -203,7 +203,8 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
 
 
 def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
-    top = _Reader(
+    # Rejects unknown top-level tables; each table's keys are checked by its own reader.
+    _Reader(
         path, raw, "config", {"store", "sources", "http", "archive", "schedule", "charts", "status"}
     )
     store = _Reader(path, raw.get("store", {}), "store", {"path", "lock_timeout"})
@@ -222,7 +223,6 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     )
     charts = _Reader(path, raw.get("charts", {}), "charts", {"dir", "window_days", "display"})
     status = _Reader(path, raw.get("status", {}), "status", {"stale_after"})
-    del top
 
     raw_sources = raw.get("sources", [{}])
     if not isinstance(raw_sources, list) or not raw_sources:

@@ -91,15 +91,15 @@ def cron_weekdays(field: str) -> str:
     return ",".join(dict.fromkeys(out))
 
 
-def job_specs(config: Config, now: datetime, *, charts: bool) -> list[JobSpec]:
+def job_specs(config: Config, now: datetime) -> list[JobSpec]:
     """The daemon's jobs at `now`: a scrape right away and then on [schedule] scrape
-    (with [schedule] jitter), and, when charts can be drawn, the chart job on
-    [schedule] charts. A function of the config and the time only, for tests."""
+    (with [schedule] jitter), and the chart job on [schedule] charts. A function of the
+    config and the time only, for tests."""
     schedule: ScheduleConfig = config.schedule
-    specs = [JobSpec("scrape", make_trigger(schedule.scrape, schedule.jitter, now), first_run=now)]
-    if charts:
-        specs.append(JobSpec("chart", make_trigger(schedule.charts, 0, now)))
-    return specs
+    return [
+        JobSpec("scrape", make_trigger(schedule.scrape, schedule.jitter, now), first_run=now),
+        JobSpec("chart", make_trigger(schedule.charts, 0, now)),
+    ]
 
 
 def describe_schedule(spec: int | str) -> str:
@@ -206,7 +206,7 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": grace},
     )
-    for spec in job_specs(config, now, charts=True):
+    for spec in job_specs(config, now):
         extra: dict[str, Any] = {}
         if spec.first_run is not None:
             extra["next_run_time"] = spec.first_run
