@@ -349,3 +349,53 @@ def test_importing_the_stage_does_not_import_matplotlib() -> None:
         env={**os.environ, "MPLBACKEND": ""},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
+    tmp_path: Path,
+) -> None:
+    """A store holding less than window_days is drawn from its first day, so the overview
+    rebases every pair on that day instead of noting that each one "starts later"."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from ticker.config import ChartsConfig, Config
+    from ticker.models import Quote
+    from ticker.pipeline import render_charts as render_from_store
+    from ticker.store import PageRecord, Store
+
+    config = dataclasses.replace(
+        Config(),
+        store_path=tmp_path / "t.duckdb",
+        charts=ChartsConfig(dir=tmp_path / "charts", window_days=365),
+    )
+    days = [date(2025, 3, 20), date(2025, 4, 20)]
+    pages = [
+        PageRecord(
+            f"k{d}",
+            "timesca",
+            f"p/{d}",
+            None,
+            None,
+            f"h{d}",
+            "ok",
+            d,
+            d,
+            "header",
+            2,
+            8,
+            None,
+            (Quote("KZT", "USD", f"0.0019{i}", "-0"),),
+        )
+        for i, d in enumerate(days)
+    ]
+    with Store.open(config.store_path) as store:
+        store.write_pages(pages)
+    run = render_from_store(config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"])
+    assert (run.since, run.until) == (days[0], days[1])
+    assert run.report is not None and (tmp_path / "charts" / "KZT-USD.png") in run.report.written
+    # an explicit --since still wins
+    run = render_from_store(
+        config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"], since=date(2025, 1, 1)
+    )
+    assert run.since == date(2025, 1, 1)

@@ -447,12 +447,13 @@ def render_charts(
     wanted = tuple(pairs) if pairs else source.pairs
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         first, last = store.date_span(source.name)
-        if last is None:
+        if first is None or last is None:
             return ChartRun(since, until, None)
         end = until or min(last, now.date())
-        start = since or (
-            first if everything else end - timedelta(days=config.charts.window_days - 1)
-        )
+        # The window never starts before the first stored day: a store younger than
+        # window_days is drawn from its first day, not from an empty stretch before it.
+        window_start = end - timedelta(days=config.charts.window_days - 1)
+        start = since or (first if everything or first > window_start else window_start)
         series = store.series(source.name, wanted, start, end)
     report = draw(
         series,
