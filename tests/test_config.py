@@ -89,7 +89,8 @@ def test_a_missing_ticker_config_file_is_an_error(tmp_path: Path) -> None:
     proc = ticker_subprocess(None, "latest", cwd=tmp_path, env={"TICKER_CONFIG": str(missing)})
     assert proc.returncode == 2
     assert one_error_line(proc.stderr) == (
-        f"error: {missing}: config file not found (pass --config PATH)"
+        f"error: {missing}: config file not found (check the path given by --config or "
+        "TICKER_CONFIG, or copy config.toml there)"
     )
 
 

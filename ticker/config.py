@@ -100,7 +100,11 @@ def load_config(path: Path | str | None = None) -> Config:
     cfg_path = Path(path) if path is not None else default_config_path()
     if not cfg_path.exists():
         if explicit:
-            raise ConfigError(cfg_path, "config file not found", "pass --config PATH")
+            raise ConfigError(
+                cfg_path,
+                "config file not found",
+                "check the path given by --config or TICKER_CONFIG, or copy config.toml there",
+            )
         return _build({}, cfg_path, base=Path.cwd(), found=False)
     try:
         with cfg_path.open("rb") as fh:
