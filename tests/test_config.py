@@ -117,6 +117,8 @@ BAD = {
     "negative lock_timeout": ("[store]\nlock_timeout = -1\n", "store.lock_timeout"),
     "path not a string": ("[store]\npath = 3\n", "store.path"),
     "empty path": ('[store]\npath = ""\n', "store.path"),
+    "NUL in a path": ('[charts]\ndir = "charts\\u0000x"\n', "charts.dir"),
+    "per-source stale_after": ('[[sources]]\nstale_after = "1d"\n', "sources[0].stale_after"),
 }
 
 
@@ -142,12 +144,3 @@ def test_a_config_mistake_in_a_real_process(project: Project) -> None:
     assert proc.returncode == 2
     message = one_error_line(proc.stderr)
     assert str(project.config) in message and "sources[0].timezone" in message
-
-
-def test_a_directory_given_as_config_is_a_usage_error(project: Project) -> None:
-    project.config.unlink()
-    project.config.mkdir()  # a directory where the file should be
-    result = project.run("latest")
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert f"'{project.config}' is a directory" in result.stderr

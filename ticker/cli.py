@@ -35,7 +35,7 @@ class TickerGroup(click.Group):
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # the config reader says what is wrong with it
     envvar="TICKER_CONFIG",
     default=None,
     help="Config file (default ./config.toml, or $TICKER_CONFIG).",
