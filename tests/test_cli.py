@@ -14,10 +14,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import MARCH_20, Project, one_error_line, text_page, ticker_subprocess
+from conftest import (
+    MARCH_20,
+    Project,
+    one_error_line,
+    text_page,
+    ticker_subprocess,
+)
 
 from ticker import __version__
 from ticker.cli import cli
+from ticker.store import Store
 
 DEC_09 = (
     ("KGS", "0.01144", "0"),
@@ -330,3 +337,48 @@ def test_backfill_waits_for_the_lock_too(tmp_path: Path) -> None:
     # nothing was half-written: the next run loads the new file
     again = project.backfill()
     assert "5 new, 0 already stored" in again.stdout
+
+
+# --- no database yet --------------------------------------------------------------------------
+
+READ_ONLY = {
+    "latest": ["latest"],
+    "latest --json": ["latest", "--json"],
+    "history": ["history", "KZT"],
+    "export": ["export"],
+    "export --format json": ["export", "--format", "json"],
+    "status": ["status"],
+    "status --json": ["status", "--json"],
+    "check": ["check"],
+    "chart": ["chart"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(READ_ONLY))
+def test_a_read_only_command_creates_no_database(project: Project, command: str) -> None:
+    """Without a database it answers as on an empty one, says so, and creates nothing."""
+    missing = project.run(*READ_ONLY[command])
+    assert missing.exception is None or isinstance(missing.exception, SystemExit)
+    assert sorted(p.name for p in project.root.iterdir()) == ["config.toml", "dumps"]
+    assert missing.stderr.splitlines() == [
+        f"no database yet at {project.db}; make one with `ticker backfill PATH` or `ticker scrape`"
+    ]
+
+    with Store.open(project.db):  # an empty database
+        pass
+    empty = project.run(*READ_ONLY[command])
+    assert missing.exit_code == empty.exit_code
+    assert _timeless(missing.stdout) == _timeless(empty.stdout)
+    assert empty.stderr == ""
+
+
+def _timeless(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if '"now"' not in line)
+
+
+def test_latest_in_a_bare_directory_creates_nothing(tmp_path: Path) -> None:
+    proc = ticker_subprocess(None, "latest", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no quotes stored yet" in proc.stdout
+    assert proc.stderr.startswith(f"no database yet at {tmp_path / 'db' / 'ticker.duckdb'};")
+    assert list(tmp_path.iterdir()) == []

@@ -45,9 +45,16 @@ def test_migration_files_are_numbered_in_order() -> None:
         assert path.read_text(encoding="utf-8").lstrip().startswith("--")  # says what it does
 
 
-def test_a_read_only_open_of_a_new_file_creates_and_migrates_it(tmp_path: Path) -> None:
+def test_a_read_only_open_of_a_missing_file_reads_empty_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "sub" / "dir" / "t.duckdb"
     with Store.open(db, read_only=True) as store:
+        assert store.latest() == [] and store.daily() == []
+        assert store.date_span() == (None, None)
+        assert store.source_health("timesca").last_attempt_ms is None
+    assert list(tmp_path.iterdir()) == []
+    with Store.open(db) as store:  # a write open creates and migrates it
         assert store.latest() == []
     assert db.exists()
 

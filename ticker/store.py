@@ -223,9 +223,19 @@ class Store:
     def open(
         cls, path: Path, lock_timeout: float = 30.0, *, read_only: bool = False
     ) -> Iterator[Store]:
-        """Open (creating and migrating when needed) and always close."""
+        """Open (creating and migrating when needed) and always close.
+
+        A read-only open of a file that does not exist creates nothing: it reads an empty
+        store held in memory.
+        """
         if read_only and not path.exists():
-            read_only = False
+            con = duckdb.connect(":memory:")
+            try:
+                _migrate(con, path)
+                yield cls(con, path)
+            finally:
+                con.close()
+            return
         if not read_only:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
