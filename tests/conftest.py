@@ -226,6 +226,26 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+def cut_short(db: Path, keep: float = 0.5) -> None:
+    """Damage a DuckDB file as an interrupted copy does: keep only its first part."""
+    os.truncate(db, int(db.stat().st_size * keep))
+
+
+def zero_bytes_of(db: Path, table: str) -> None:
+    """Damage a DuckDB file in place: 64 bytes of the first block holding `table`."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        ((block,),) = con.execute(
+            "SELECT min(block_id) FROM pragma_storage_info($1) WHERE block_id >= 0", [table]
+        ).fetchall()
+        ((size,),) = con.execute("SELECT block_size FROM pragma_database_size()").fetchall()
+    finally:
+        con.close()
+    with db.open("r+b") as fh:
+        fh.seek(3 * 4096 + block * size + 100)  # blocks follow DuckDB's three 4 KB headers
+        fh.write(bytes(64))
+
+
 @pytest.fixture
 def no_ticker_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No TICKER_CONFIG from the environment of whoever runs the tests."""

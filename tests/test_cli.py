@@ -17,9 +17,11 @@ import pytest
 from conftest import (
     MARCH_20,
     Project,
+    cut_short,
     one_error_line,
     text_page,
     ticker_subprocess,
+    zero_bytes_of,
 )
 
 from ticker import __version__
@@ -339,7 +341,7 @@ def test_backfill_waits_for_the_lock_too(tmp_path: Path) -> None:
     assert "5 new, 0 already stored" in again.stdout
 
 
-# --- no database yet --------------------------------------------------------------------------
+# --- a damaged database, and none at all --------------------------------------------------------
 
 READ_ONLY = {
     "latest": ["latest"],
@@ -352,6 +354,59 @@ READ_ONLY = {
     "check": ["check"],
     "chart": ["chart"],
 }
+DAMAGED_MESSAGE = "not a usable DuckDB database ("
+MOVE_ASIDE = "); move it aside to start afresh"
+
+
+@pytest.mark.parametrize("damage", ["cut short", "bytes lost"])
+@pytest.mark.parametrize("command", [*sorted(READ_ONLY), "backfill"])
+def test_a_damaged_database_is_one_line_from_every_command(
+    loaded: Project, command: str, damage: str
+) -> None:
+    if damage == "cut short":
+        cut_short(loaded.db)
+    else:
+        zero_bytes_of(loaded.db, "observations")
+    # a revision of a stored day: the backfill must read what is stored for it
+    loaded.write("new.txt", text_page(FOUR_PAIRS, "09 December 2025"))
+    args = (
+        ["backfill", str(loaded.dumps / "new.txt")] if command == "backfill" else READ_ONLY[command]
+    )
+
+    result = loaded.run(*args)
+
+    assert result.exit_code == 2, result.output
+    message = one_error_line(result.stderr)
+    assert message.startswith(f"error: {loaded.db}: {DAMAGED_MESSAGE}"), message
+    assert message.endswith(MOVE_ASIDE), message
+    assert not (loaded.root / "charts").exists()
+
+
+def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
+    cut_short(loaded.db, keep=0.9)
+    proc = ticker_subprocess(loaded.config, "status")
+    assert proc.returncode == 2
+    assert DAMAGED_MESSAGE in one_error_line(proc.stderr)
+    assert proc.stdout == ""  # no partial table before the error
+
+
+def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
+    from servers import LocalServer, html, page
+
+    with LocalServer() as server:
+        server.route("/", html(page()))
+        project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
+        project.write("a.txt", text_page())
+        assert project.backfill().exit_code == 0
+        cut_short(project.db)
+        result = project.run("scrape")
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("timesca store_error: HTTP 200")
+    assert f"{project.db}: {DAMAGED_MESSAGE}" in line and MOVE_ASIDE in line
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", sorted(READ_ONLY))
