@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ticker.dumps import MAX_PAGE_BYTES
@@ -317,6 +318,21 @@ class _Reader:
         return p if p.is_absolute() else base / p
 
 
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host, a valid port if any, and no blanks: one a fetch can
+    at least try, so a typo is reported here rather than by every scrape."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # a bad IPv6 literal, a port that is not a number
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(c.isspace() or ord(c) < 32 for c in url)
+    )
+
+
 def _finite(value: float) -> bool:
     """False for nan and the infinities; an int is always finite (math.isfinite would
     overflow on a huge one)."""
@@ -341,8 +357,8 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
     if not SOURCE_NAME_RE.match(name):
         raise r._fail("name", "lower-case letters, digits, '-' or '_' (at most 40)")
     url = r.get("url", str, "https://timesca.com/", "a URL string")
-    if not re.match(r"^https?://[^\s/]+", url):
-        raise r._fail("url", "an http:// or https:// URL")
+    if not _http_url(url):
+        raise r._fail("url", "an http:// or https:// URL with a host (and a port up to 65535)")
     timezone = r.get("timezone", str, "Asia/Almaty", "an IANA time zone like Asia/Almaty")
     try:
         ZoneInfo(timezone)
