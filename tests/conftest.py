@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -244,6 +245,18 @@ def zero_bytes_of(db: Path, table: str) -> None:
     with db.open("r+b") as fh:
         fh.seek(3 * 4096 + block * size + 100)  # blocks follow DuckDB's three 4 KB headers
         fh.write(bytes(64))
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """For a test running `ticker scrape` or `ticker run` in this process: they set up
+    logging for the process (root level, a stderr handler), which is put back after."""
+    root, urllib3 = logging.getLogger(), logging.getLogger("urllib3")
+    level, handlers, urllib3_level = root.level, root.handlers[:], urllib3.level
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    urllib3.setLevel(urllib3_level)
 
 
 @pytest.fixture

@@ -251,6 +251,7 @@ def _ok(result: Result) -> Result:
     return result
 
 
+@pytest.mark.usefixtures("own_logging")
 @pytest.mark.parametrize("end", ["lowest", "highest"])
 def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) -> None:
     from apscheduler.events import EVENT_JOB_MISSED

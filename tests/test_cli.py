@@ -390,6 +390,7 @@ def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
     assert proc.stdout == ""  # no partial table before the error
 
 
+@pytest.mark.usefixtures("own_logging")
 def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
     from servers import LocalServer, html, page
 
