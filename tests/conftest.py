@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -224,6 +225,38 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: "), stderr
     return lines[0]
+
+
+def cut_short(db: Path, keep: float = 0.5) -> None:
+    """Damage a DuckDB file as an interrupted copy does: keep only its first part."""
+    os.truncate(db, int(db.stat().st_size * keep))
+
+
+def zero_bytes_of(db: Path, table: str) -> None:
+    """Damage a DuckDB file in place: 64 bytes of the first block holding `table`."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        ((block,),) = con.execute(
+            "SELECT min(block_id) FROM pragma_storage_info($1) WHERE block_id >= 0", [table]
+        ).fetchall()
+        ((size,),) = con.execute("SELECT block_size FROM pragma_database_size()").fetchall()
+    finally:
+        con.close()
+    with db.open("r+b") as fh:
+        fh.seek(3 * 4096 + block * size + 100)  # blocks follow DuckDB's three 4 KB headers
+        fh.write(bytes(64))
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """For a test running `ticker scrape` or `ticker run` in this process: they set up
+    logging for the process (root level, a stderr handler), which is put back after."""
+    root, urllib3 = logging.getLogger(), logging.getLogger("urllib3")
+    level, handlers, urllib3_level = root.level, root.handlers[:], urllib3.level
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    urllib3.setLevel(urllib3_level)
 
 
 @pytest.fixture

@@ -14,10 +14,19 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import MARCH_20, Project, one_error_line, text_page, ticker_subprocess
+from conftest import (
+    MARCH_20,
+    Project,
+    cut_short,
+    one_error_line,
+    text_page,
+    ticker_subprocess,
+    zero_bytes_of,
+)
 
 from ticker import __version__
 from ticker.cli import cli
+from ticker.store import Store
 
 DEC_09 = (
     ("KGS", "0.01144", "0"),
@@ -330,3 +339,102 @@ def test_backfill_waits_for_the_lock_too(tmp_path: Path) -> None:
     # nothing was half-written: the next run loads the new file
     again = project.backfill()
     assert "5 new, 0 already stored" in again.stdout
+
+
+# --- a damaged database, and none at all --------------------------------------------------------
+
+READ_ONLY = {
+    "latest": ["latest"],
+    "latest --json": ["latest", "--json"],
+    "history": ["history", "KZT"],
+    "export": ["export"],
+    "export --format json": ["export", "--format", "json"],
+    "status": ["status"],
+    "status --json": ["status", "--json"],
+    "check": ["check"],
+    "chart": ["chart"],
+}
+DAMAGED_MESSAGE = "not a usable DuckDB database ("
+MOVE_ASIDE = "); move it aside to start afresh"
+
+
+@pytest.mark.parametrize("damage", ["cut short", "bytes lost"])
+@pytest.mark.parametrize("command", [*sorted(READ_ONLY), "backfill"])
+def test_a_damaged_database_is_one_line_from_every_command(
+    loaded: Project, command: str, damage: str
+) -> None:
+    if damage == "cut short":
+        cut_short(loaded.db)
+    else:
+        zero_bytes_of(loaded.db, "observations")
+    # a revision of a stored day: the backfill must read what is stored for it
+    loaded.write("new.txt", text_page(FOUR_PAIRS, "09 December 2025"))
+    args = (
+        ["backfill", str(loaded.dumps / "new.txt")] if command == "backfill" else READ_ONLY[command]
+    )
+
+    result = loaded.run(*args)
+
+    assert result.exit_code == 2, result.output
+    message = one_error_line(result.stderr)
+    assert message.startswith(f"error: {loaded.db}: {DAMAGED_MESSAGE}"), message
+    assert message.endswith(MOVE_ASIDE), message
+    assert not (loaded.root / "charts").exists()
+
+
+def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
+    cut_short(loaded.db, keep=0.9)
+    proc = ticker_subprocess(loaded.config, "status")
+    assert proc.returncode == 2
+    assert DAMAGED_MESSAGE in one_error_line(proc.stderr)
+    assert proc.stdout == ""  # no partial table before the error
+
+
+@pytest.mark.usefixtures("own_logging")
+def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
+    from servers import LocalServer, html, page
+
+    with LocalServer() as server:
+        server.route("/", html(page()))
+        project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
+        project.write("a.txt", text_page())
+        assert project.backfill().exit_code == 0
+        cut_short(project.db)
+        result = project.run("scrape")
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("timesca store_error: HTTP 200")
+    assert f"{project.db}: {DAMAGED_MESSAGE}" in line and MOVE_ASIDE in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", sorted(READ_ONLY))
+def test_a_read_only_command_creates_no_database(project: Project, command: str) -> None:
+    """Without a database it answers as on an empty one, says so, and creates nothing."""
+    missing = project.run(*READ_ONLY[command])
+    assert missing.exception is None or isinstance(missing.exception, SystemExit)
+    assert sorted(p.name for p in project.root.iterdir()) == ["config.toml", "dumps"]
+    assert missing.stderr.splitlines() == [
+        f"no database yet at {project.db}; make one with `ticker backfill PATH` or `ticker scrape`"
+    ]
+
+    with Store.open(project.db):  # an empty database
+        pass
+    empty = project.run(*READ_ONLY[command])
+    assert missing.exit_code == empty.exit_code
+    assert _timeless(missing.stdout) == _timeless(empty.stdout)
+    assert empty.stderr == ""
+
+
+def _timeless(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if '"now"' not in line)
+
+
+def test_latest_in_a_bare_directory_creates_nothing(tmp_path: Path) -> None:
+    proc = ticker_subprocess(None, "latest", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no quotes stored yet" in proc.stdout
+    assert proc.stderr.startswith(f"no database yet at {tmp_path / 'db' / 'ticker.duckdb'};")
+    assert list(tmp_path.iterdir()) == []

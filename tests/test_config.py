@@ -112,11 +112,17 @@ BAD = {
     "bad timezone": ('[[sources]]\ntimezone = "Mars/Olympus"\n', "sources[0].timezone"),
     "bad source name": ('[[sources]]\nname = "Times CA"\n', "sources[0].name"),
     "bad url": ('[[sources]]\nurl = "ftp://x"\n', "sources[0].url"),
+    "url without a host": ('[[sources]]\nurl = "http://:80/"\n', "sources[0].url"),
+    "url with a bad port": ('[[sources]]\nurl = "http://127.0.0.1:99999/"\n', "sources[0].url"),
+    "url with a bad IPv6 host": ('[[sources]]\nurl = "http://[::1/"\n', "sources[0].url"),
+    "url with a blank": ('[[sources]]\nurl = "http://a b/"\n', "sources[0].url"),
     "same names": ('[[sources]]\nname = "a"\n[[sources]]\nname = "a"\n', "share a name"),
     "lock_timeout text": ('[store]\nlock_timeout = "soon"\n', "store.lock_timeout"),
     "negative lock_timeout": ("[store]\nlock_timeout = -1\n", "store.lock_timeout"),
     "path not a string": ("[store]\npath = 3\n", "store.path"),
     "empty path": ('[store]\npath = ""\n', "store.path"),
+    "NUL in a path": ('[charts]\ndir = "charts\\u0000x"\n', "charts.dir"),
+    "per-source stale_after": ('[[sources]]\nstale_after = "1d"\n', "sources[0].stale_after"),
 }
 
 
@@ -142,12 +148,3 @@ def test_a_config_mistake_in_a_real_process(project: Project) -> None:
     assert proc.returncode == 2
     message = one_error_line(proc.stderr)
     assert str(project.config) in message and "sources[0].timezone" in message
-
-
-def test_a_directory_given_as_config_is_a_usage_error(project: Project) -> None:
-    project.config.unlink()
-    project.config.mkdir()  # a directory where the file should be
-    result = project.run("latest")
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert f"'{project.config}' is a directory" in result.stderr

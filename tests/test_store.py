@@ -3,12 +3,15 @@ keeping the same rules, and how a database file that cannot be used is reported.
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import cut_short, zero_bytes_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,9 +48,17 @@ def test_migration_files_are_numbered_in_order() -> None:
         assert path.read_text(encoding="utf-8").lstrip().startswith("--")  # says what it does
 
 
-def test_a_read_only_open_of_a_new_file_creates_and_migrates_it(tmp_path: Path) -> None:
+def test_a_read_only_open_of_a_missing_file_reads_empty_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "sub" / "dir" / "t.duckdb"
     with Store.open(db, read_only=True) as store:
+        assert store.latest() == [] and store.daily() == []
+        assert store.date_span() == (None, None)
+        assert store.source_health("timesca").last_attempt_ms is None
+        store.verify()
+    assert list(tmp_path.iterdir()) == []
+    with Store.open(db) as store:  # a write open creates and migrates it
         assert store.latest() == []
     assert db.exists()
 
@@ -59,6 +70,96 @@ def test_a_file_that_is_not_a_database_is_a_clean_store_error(tmp_path: Path) ->
         with Store.open(db, lock_timeout=1):
             pass
     assert str(info.value).startswith(f"{db}: ")
+
+
+def _filled(db: Path) -> None:
+    """A store with pages on 40 days (several blocks in the file)."""
+    day = date(2025, 1, 1)
+    pages = [_record(f"p{i}", day + timedelta(days=i), (f"0.{i:03d}", "0")) for i in range(40)]
+    with Store.open(db) as store:
+        store.write_pages(pages, [("f1", "pages/f1.txt", 40)], now=NOW)
+
+
+def _reads(store: Store) -> list[object]:
+    """Every read the commands make of a store."""
+    from ticker.check import snapshot
+
+    return [
+        store.latest(),
+        store.history("KZT/USD"),
+        store.daily(),
+        store.series("timesca", ["KZT/USD", "KGS/USD"]),
+        store.date_span(),
+        store.source_health("timesca"),
+        store.loaded_file_keys(),
+        store.validators("timesca", "https://timesca.com/"),
+        snapshot(store),
+    ]
+
+
+def _cut_short(db: Path) -> None:  # a copy that stopped half way
+    cut_short(db)
+
+
+def _cut_in_last_block(db: Path) -> None:  # a copy that stopped a little short
+    os.truncate(db, db.stat().st_size - 5000)
+
+
+def _zeroed(db: Path) -> None:  # a few bytes of the observations' block lost
+    zero_bytes_of(db, "observations")
+
+
+def test_a_file_cut_short_is_refused_at_open(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    _filled(db)
+    _cut_short(db)
+    for read_only in (True, False):
+        with pytest.raises(StoreError) as info:
+            with Store.open(db, lock_timeout=1, read_only=read_only):
+                pass
+        assert str(info.value).startswith(f"{db}: not a usable DuckDB database (the file has ")
+        assert str(info.value).endswith("a copy cut short?); move it aside to start afresh")
+
+
+@pytest.mark.parametrize("damage", [_cut_short, _cut_in_last_block, _zeroed])
+def test_every_read_of_a_damaged_file_is_its_result_or_a_store_error(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    db = tmp_path / "t.duckdb"
+    _filled(db)
+    with Store.open(db, read_only=True) as store:
+        intact = _reads(store)
+    damage(db)
+    failed = 0
+    for i in range(len(intact)):
+        try:
+            with Store.open(db, lock_timeout=1, read_only=True) as store:
+                got = _reads(store)[i]
+        except StoreError as exc:
+            message = str(exc)
+            assert message.startswith(f"{db}: not a usable DuckDB database ("), message
+            assert message.endswith("); move it aside to start afresh"), message
+            failed += 1
+        else:
+            assert got == intact[i]  # what could be read is right
+    assert failed >= 1
+    with pytest.raises(StoreError, match="not a usable DuckDB database"):
+        with Store.open(db, lock_timeout=1, read_only=True) as store:
+            store.verify()
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [("SELEC 1", duckdb.ParserException), ("SELECT nope FROM daily", duckdb.BinderException)],
+)
+def test_a_sql_mistake_is_not_taken_for_damage(
+    tmp_path: Path, sql: str, error: type[Exception]
+) -> None:
+    db = tmp_path / "t.duckdb"
+    _filled(db)
+    with pytest.raises(error):
+        with Store.open(db, read_only=True) as store:
+            store.con.execute(sql)
 
 
 def test_the_file_is_closed_after_each_piece_of_work(tmp_path: Path) -> None:

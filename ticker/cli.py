@@ -35,7 +35,7 @@ class TickerGroup(click.Group):
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # the config reader says what is wrong with it
     envvar="TICKER_CONFIG",
     default=None,
     help="Config file (default ./config.toml, or $TICKER_CONFIG).",
@@ -64,6 +64,19 @@ def _config(ctx: click.Context) -> Config:
     if "config" not in obj:
         obj["config"] = load_config(obj["config_path"])
     config: Config = obj["config"]
+    return config
+
+
+def _read_only(ctx: click.Context) -> Config:
+    """The config of a command that only reads the store. Such a command never creates
+    the database: where there is none yet it reads as empty, and this says so."""
+    config = _config(ctx)
+    if not config.store_path.exists():
+        click.echo(
+            f"no database yet at {config.store_path}; "
+            "make one with `ticker backfill PATH` or `ticker scrape`",
+            err=True,
+        )
     return config
 
 
@@ -187,7 +200,7 @@ def latest(ctx: click.Context, as_json: bool) -> None:
     """
     from ticker.store import Store
 
-    config = _config(ctx)
+    config = _read_only(ctx)
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         rows = store.latest()
     _print_rows(
@@ -222,6 +235,7 @@ def history(
     name = _pair(config, pair)
     if source_name is not None:
         config.source(source_name)
+    _read_only(ctx)
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         rows = store.history(name, _as_date(since), _as_date(until), source_name)
     _print_rows(rows, as_json, f"no quotes of {name} stored in that range")
@@ -254,6 +268,7 @@ def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
 
     config = _config(ctx)
     count = write_export(config, fmt, out)
+    _read_only(ctx)  # after the export's own checks of its arguments
     if out is not None:
         click.echo(f"wrote {count} rows to {out}", err=True)
 
@@ -282,7 +297,7 @@ def check(ctx: click.Context, as_json: bool, limit: int) -> None:
     """
     from ticker.check import format_report, run_check
 
-    report = run_check(_config(ctx), _now())
+    report = run_check(_read_only(ctx), _now())
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -368,7 +383,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from ticker.pipeline import pending_attempts
     from ticker.pipeline import status as source_status
 
-    config = _config(ctx)
+    config = _read_only(ctx)
     now = _now()
     rows = source_status(config, now)
     pending = pending_attempts(config)
@@ -496,6 +511,7 @@ def chart(
     wanted = [_pair(config, p) for p in pairs]
     if since and until and since > until:
         raise UsageError(f"--since {since:%Y-%m-%d} is after --until {until:%Y-%m-%d}")
+    _read_only(ctx)
     result = render_charts(
         config,
         now=_now(),

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import codecs
+import errno
+import json
+import math
 import os
 import re
+import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ticker.dumps import MAX_PAGE_BYTES
 from ticker.errors import ConfigError
 
 DEFAULT_PAIRS: tuple[str, ...] = ("KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD")
@@ -18,6 +26,22 @@ SOURCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 CRON_FIELDS = 5
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KB; a bigger file is the wrong file
+
+# The ranges of the numbers. Each bound keeps what is computed from the value in range
+# (datetime and timedelta, APScheduler's triggers, urllib3's waits) with room to spare;
+# a value past it is a typo (milliseconds for seconds), refused with the range.
+DAY = 86400
+MAX_LOCK_TIMEOUT = 3600  # no job holds the database that long: the daemon opens it per job
+MAX_HTTP_TIMEOUT = 600  # a page body gets 3 x timeout: half an hour at most
+MAX_RETRIES = 10  # each retry may cost a timeout and a backoff wait
+MAX_BACKOFF = 120  # urllib3 caps every backoff wait at 120 s (Retry.DEFAULT_BACKOFF_MAX)
+MAX_RETRY_AFTER = 21600  # urllib3's own ceiling for a Retry-After (Retry.DEFAULT_RETRY_AFTER_MAX)
+MIN_MAX_BYTES = 1024
+MAX_MAX_BYTES = MAX_PAGE_BYTES  # backfill refuses bigger pages: every archived page reloads
+MAX_PERIOD = 366 * DAY  # intervals, misfire grace, stale_after: a year of seconds
+MAX_JITTER = DAY
+MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
 
 
 @dataclass(frozen=True)
@@ -98,22 +122,108 @@ def load_config(path: Path | str | None = None) -> Config:
     """Read and validate the config; a missing default file means all defaults."""
     explicit = path is not None or bool(os.environ.get("TICKER_CONFIG"))
     cfg_path = Path(path) if path is not None else default_config_path()
-    if not cfg_path.exists():
-        if explicit:
-            raise ConfigError(
-                cfg_path,
-                "config file not found",
-                "check the path given by --config or TICKER_CONFIG, or copy config.toml there",
-            )
+    data = _read_file(cfg_path, explicit)
+    if data is None:
         return _build({}, cfg_path, base=Path.cwd(), found=False)
     try:
-        with cfg_path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        raw = tomllib.loads(_decode(cfg_path, data))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(cfg_path, f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(cfg_path, f"cannot be read: {exc.strerror}") from None
+    except ValueError:  # an integer of thousands of digits: over int's digit limit
+        raise ConfigError(
+            cfg_path, f"not valid TOML: a number of over {sys.get_int_max_str_digits()} digits"
+        ) from None
     return _build(raw, cfg_path, base=cfg_path.resolve().parent, found=True)
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_file(path: Path, explicit: bool) -> bytes | None:
+    """The config file's bytes, or None when the default file is absent. Only a regular
+    file is read, and at most MAX_CONFIG_BYTES of it: a named pipe would wait for a writer
+    and a device never end. O_NONBLOCK keeps the open of a pipe from waiting."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = os.readlink(path)
+            raise ConfigError(
+                path, f"a symlink to {target}, which does not exist", "fix or remove the link"
+            ) from None
+        if not explicit:
+            return None
+        raise ConfigError(
+            path,
+            "config file not found",
+            "check the path given by --config or TICKER_CONFIG, or copy config.toml there",
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                path,
+                "a symlink loop, its links never reach a file",
+                "point the link, or --config, at the real config file",
+            ) from None
+        raise ConfigError(path, f"cannot be read: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        for test, kind in _FILE_KINDS:
+            if test(mode):
+                raise ConfigError(
+                    path, f"{kind}, not a config file", "give the path of a TOML file"
+                )
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, f"cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            path,
+            f"over {MAX_CONFIG_BYTES >> 20} MB, too big for a config file",
+            "is this the right file?",
+        )
+    return data
+
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The text of a UTF-8 file. A UTF-8 byte order mark (as Notepad writes) is dropped;
+    UTF-16 and UTF-32 files and stray bytes are refused with where they are."""
+    for bom, name in _WIDE_BOMS:  # UTF-32 first: its little-endian BOM starts like UTF-16's
+        if data.startswith(bom):
+            raise ConfigError(path, f"saved as {name}, not UTF-8", "save it as UTF-8")
+    # UTF-16 without a BOM: ASCII text has a NUL beside every character (TOML has none).
+    half = len(data) // 2
+    if half and max(data[0::2].count(0), data[1::2].count(0)) > half // 2:
+        raise ConfigError(path, "saved as UTF-16, not UTF-8", "save it as UTF-8")
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise ConfigError(
+            path,
+            f"not UTF-8: byte 0x{data[at]:02x} at offset {at}, line {line}, column {column}",
+            "save it as UTF-8",
+        ) from None
 
 
 class _Reader:
@@ -133,7 +243,7 @@ class _Reader:
 
     def _fail(self, key: str, want: str) -> ConfigError:
         return ConfigError(
-            self.path, f"{self.prefix}.{key} must be {want}, not {self.table[key]!r}"
+            self.path, f"{self.prefix}.{key} must be {want}, not {_as_toml(self.table[key])}"
         )
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any, want: str) -> Any:
@@ -146,27 +256,42 @@ class _Reader:
             raise self._fail(key, want)
         return value
 
-    def number(self, key: str, default: float, minimum: float = 0) -> float:
-        value = self.get(key, (int, float), default, "a number")
-        if value < minimum:
-            raise self._fail(key, f"a number >= {minimum:g}")
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        """Seconds: a finite number from low to high (TOML also reads nan and inf)."""
+        want = f"a number of seconds from {_num(low)} to {_num(high)}"
+        value = self.get(key, (int, float), default, want)
+        if not _finite(value) or not low <= value <= high:
+            raise self._fail(key, want)
         return float(value)
 
+    def whole(self, key: str, default: int, low: int, high: int, unit: str) -> int:
+        want = f"a whole number of {unit} from {low} to {high}"
+        value: int = self.get(key, int, default, want)
+        if not low <= value <= high:
+            raise self._fail(key, want)
+        return value
+
     def duration(self, key: str, default: float) -> float:
+        """Seconds, or text like "2d": over 0 and at most MAX_PERIOD."""
+        want = (
+            f"a duration over 0 and up to {MAX_PERIOD // DAY} days: seconds, or text like "
+            '"2d", "36h", "90m"'
+        )
         value = self.table.get(key, default)
-        if isinstance(value, bool):
-            raise self._fail(key, 'seconds or a duration like "2d", "36h", "90m"')
-        if isinstance(value, int | float) and value > 0:
-            return float(value)
-        if isinstance(value, str):
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
+            seconds = value
+        elif isinstance(value, str):
             match = _DURATION_RE.match(value)
-            if match and float(match.group(1)) > 0:
-                return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        raise self._fail(key, 'seconds or a duration like "2d", "36h", "90m"')
+            if match:
+                seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds is None or not 0 < seconds <= MAX_PERIOD:
+            raise self._fail(key, want)
+        return float(seconds)
 
     def schedule(self, key: str, default: int | str) -> int | str:
         value = self.table.get(key, default)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PERIOD:
             return value
         if isinstance(value, str) and len(value.split()) == CRON_FIELDS:
             from ticker.schedule_spec import validate_cron
@@ -177,24 +302,63 @@ class _Reader:
             raise ConfigError(
                 self.path, f"{self.prefix}.{key}: bad cron string {value!r}: {problem}"
             )
-        raise self._fail(key, 'an interval in seconds or a 5-field cron string like "0 */6 * * *"')
+        raise self._fail(
+            key,
+            f"an interval in seconds from 1 to {MAX_PERIOD} or a 5-field cron string "
+            'like "0 */6 * * *"',
+        )
 
     def path_value(self, key: str, default: str, base: Path) -> Path:
         value = self.get(key, str, default, "a path string")
         if not value.strip():
             raise self._fail(key, "a non-empty path")
+        if "\0" in value:  # no file name can hold one; the OS would refuse it later
+            raise self._fail(key, "a path without NUL characters")
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
 
 
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host, a valid port if any, and no blanks: one a fetch can
+    at least try, so a typo is reported here rather than by every scrape."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # a bad IPv6 literal, a port that is not a number
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(c.isspace() or ord(c) < 32 for c in url)
+    )
+
+
+def _finite(value: float) -> bool:
+    """False for nan and the infinities; an int is always finite (math.isfinite would
+    overflow on a huge one)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _as_toml(value: Any) -> str:
+    """A value as it is written in the file, shortened: true, "text", nan, 1e+20."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
-    r = _Reader(path, table, f"sources[{i}]", {"name", "url", "timezone", "pairs", "stale_after"})
+    r = _Reader(path, table, f"sources[{i}]", {"name", "url", "timezone", "pairs"})
     name = r.get("name", str, "timesca", "a string")
     if not SOURCE_NAME_RE.match(name):
         raise r._fail("name", "lower-case letters, digits, '-' or '_' (at most 40)")
     url = r.get("url", str, "https://timesca.com/", "a URL string")
-    if not re.match(r"^https?://[^\s/]+", url):
-        raise r._fail("url", "an http:// or https:// URL")
+    if not _http_url(url):
+        raise r._fail("url", "an http:// or https:// URL with a host (and a port up to 65535)")
     timezone = r.get("timezone", str, "Asia/Almaty", "an IANA time zone like Asia/Almaty")
     try:
         ZoneInfo(timezone)
@@ -239,42 +403,32 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     display = charts.get("display", str, "per_usd", '"per_usd" or "usd_per_unit"')
     if display not in ("per_usd", "usd_per_unit"):
         raise charts._fail("display", '"per_usd" or "usd_per_unit"')
-    window = charts.get("window_days", int, 365, "a whole number of days")
-    if window < 1:
-        raise charts._fail("window_days", "a whole number of days >= 1")
-    max_bytes = http.get("max_bytes", int, 5 * 1024 * 1024, "a whole number of bytes")
-    if max_bytes < 1024:
-        raise http._fail("max_bytes", "a whole number of bytes >= 1024")
-    retries = http.get("retries", int, 3, "a whole number")
-    if retries < 0:
-        raise http._fail("retries", "a whole number >= 0")
-    jitter = sched.get("jitter", int, 60, "a whole number of seconds")
-    if jitter < 0:
-        raise sched._fail("jitter", "a whole number of seconds >= 0")
 
     return Config(
         path=path if found else None,
         store_path=store.path_value("path", "db/ticker.duckdb", base),
-        lock_timeout=store.number("lock_timeout", 30.0),
+        lock_timeout=store.number("lock_timeout", 30.0, 0, MAX_LOCK_TIMEOUT),
         sources=sources,
         http=HttpConfig(
-            timeout=http.number("timeout", 20.0, minimum=0.001),
-            max_bytes=max_bytes,
-            retries=retries,
-            backoff=http.number("backoff", 1.0),
-            max_retry_after=http.number("max_retry_after", 120.0),
+            timeout=http.number("timeout", 20.0, 0.001, MAX_HTTP_TIMEOUT),
+            max_bytes=http.whole(
+                "max_bytes", 5 * 1024 * 1024, MIN_MAX_BYTES, MAX_MAX_BYTES, "bytes"
+            ),
+            retries=http.whole("retries", 3, 0, MAX_RETRIES, "retries"),
+            backoff=http.number("backoff", 1.0, 0, MAX_BACKOFF),
+            max_retry_after=http.number("max_retry_after", 120.0, 0, MAX_RETRY_AFTER),
             verify_tls=http.get("verify_tls", bool, True, "true or false"),
         ),
         archive_dir=archive.path_value("dir", "db/pages", base),
         schedule=ScheduleConfig(
             scrape=sched.schedule("scrape", 1800),
-            jitter=jitter,
+            jitter=sched.whole("jitter", 60, 0, MAX_JITTER, "seconds"),
             charts=sched.schedule("charts", 86400),
-            misfire_grace_time=int(sched.number("misfire_grace_time", 300, minimum=1)),
+            misfire_grace_time=sched.whole("misfire_grace_time", 300, 1, MAX_PERIOD, "seconds"),
         ),
         charts=ChartsConfig(
             dir=charts.path_value("dir", "charts", base),
-            window_days=window,
+            window_days=charts.whole("window_days", 365, 1, MAX_WINDOW_DAYS, "days"),
             display=display,
         ),
         stale_after=status.duration("stale_after", 2 * 86400.0),

@@ -817,6 +817,7 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
     """Each source's health at `now`: stale when its newest observation is older than
     [status] stale_after, failing when its last attempt failed."""
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+        store.verify()  # a health report must not show what it could read of a damaged file
         health = [store.source_health(s.name) for s in config.sources]
     out = []
     for source, h in zip(config.sources, health, strict=True):

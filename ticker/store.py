@@ -193,6 +193,8 @@ def connect(
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             text = str(exc)
+            if _unreadable(exc) or "not a valid duckdb database" in text.lower():
+                raise unusable(path, text) from None
             if "lock" not in text.lower():
                 raise StoreError(path, f"cannot open the database: {text}") from None
             if time.monotonic() >= deadline:
@@ -202,9 +204,51 @@ def connect(
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.001)))
             delay = min(delay * 2, 0.5)
         except duckdb.Error as exc:
-            raise StoreError(
-                path, f"not a usable DuckDB database ({exc}); move it aside to start afresh"
-            ) from None
+            raise unusable(path, str(exc)) from None
+
+
+def unusable(path: Path, why: str) -> StoreError:
+    """The error for a file DuckDB cannot use: not a database, cut short, corrupt."""
+    return StoreError(path, f"not a usable DuckDB database ({why}); move it aside to start afresh")
+
+
+def _unreadable(exc: duckdb.Error) -> bool:
+    """Whether a DuckDB error says the file could not be read back: a block missing (a
+    file cut short) or failing its checksum. Other errors (SQL that does not parse or
+    bind, a constraint) are bugs and keep their tracebacks."""
+    text = str(exc).lower()
+    return "corrupt database file" in text or (
+        isinstance(exc, duckdb.IOException) and "could not read" in text
+    )
+
+
+def _check_whole(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file shorter than the blocks its tables and metadata use. DuckDB reads a
+    block only when a query needs it, so a file cut short (an interrupted copy) would
+    answer some queries (`ticker status`) and fail others."""
+    size = path.stat().st_size
+    ((block_size,),) = con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchall()
+    blocks = [b for (b,) in con.execute("SELECT block_id FROM pragma_metadata_info()").fetchall()]
+    tables = con.execute(
+        """SELECT schema_name || '.' || table_name FROM duckdb_tables()
+           WHERE database_name = current_database() AND NOT temporary"""
+    ).fetchall()
+    for (table,) in tables:
+        ((top,),) = con.execute(
+            """SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1)))
+               FROM pragma_storage_info($1) WHERE persistent""",
+            [table],
+        ).fetchall()
+        blocks.append(top)
+    used = max((b for b in blocks if b is not None), default=-1) + 1
+    if used * block_size > size:
+        raise unusable(
+            path,
+            f"the file has {size} bytes, less than the {used} blocks of {block_size} bytes "
+            "it uses: a copy cut short?",
+        )
 
 
 class Store:
@@ -223,9 +267,20 @@ class Store:
     def open(
         cls, path: Path, lock_timeout: float = 30.0, *, read_only: bool = False
     ) -> Iterator[Store]:
-        """Open (creating and migrating when needed) and always close."""
+        """Open (creating and migrating when needed) and always close.
+
+        A read-only open of a file that does not exist creates nothing: it reads an empty
+        store held in memory. A file DuckDB cannot read back (cut short, corrupt) raises
+        StoreError, at the open or at any query made inside the `with`.
+        """
         if read_only and not path.exists():
-            read_only = False
+            con = duckdb.connect(":memory:")
+            try:
+                _migrate(con, path)
+                yield cls(con, path)
+            finally:
+                con.close()
+            return
         if not read_only:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,13 +288,19 @@ class Store:
                 raise StoreError(path, f"cannot create its directory: {exc.strerror}") from None
         con = connect(path, lock_timeout, read_only=read_only)
         try:
-            if read_only and _pending(con):
-                con.close()
-                con = connect(path, lock_timeout, read_only=False)
-                read_only = False
-            if not read_only and _pending(con):
-                _migrate(con, path)
-            yield cls(con, path)
+            try:
+                _check_whole(con, path)
+                if read_only and _pending(con):
+                    con.close()
+                    con = connect(path, lock_timeout, read_only=False)
+                    read_only = False
+                if not read_only and _pending(con):
+                    _migrate(con, path)
+                yield cls(con, path)
+            except duckdb.Error as exc:
+                if not _unreadable(exc):
+                    raise
+                raise unusable(path, str(exc)) from None
         finally:
             con.close()
 
@@ -573,6 +634,19 @@ class Store:
         )
 
     # --- reads --------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Read every column of every table, so that each block of the file passes DuckDB's
+        checksum: a damaged block raises StoreError here rather than going unnoticed by a
+        query that does not need it."""
+        tables = self.con.execute(
+            """SELECT schema_name || '.' || table_name FROM duckdb_tables()
+               WHERE database_name = current_database() AND NOT temporary"""
+        ).fetchall()
+        for (table,) in tables:
+            self.con.execute(
+                "SELECT count(*), bit_xor(hash(COLUMNS(*))) FROM query_table($1)", [table]
+            ).fetchall()
 
     def latest(self, pairs: Sequence[str] | None = None) -> list[Row]:
         """The newest day of each source and pair."""
