@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from servers import (
+    QUOTES,
     LocalServer,
     Reply,
     binary,
@@ -327,3 +328,33 @@ def test_unreadable_spool_entry_is_set_aside(config: Config, server: LocalServer
     server.route("/", html(page()))
     assert pipeline.scrape(config, NOW)[0].outcome == "ok"
     assert (pending / "torn.bad").exists() and pipeline.pending_attempts(config) == []
+
+
+# --- what a page holds: its encoding, unreadable lines, its date, a flood of problems ------
+
+
+def _bullet_page(date_line: str = "20 March 2025", kzt: str = "0.00199") -> str:
+    """The ticker with "•" bullets and Cyrillic prose, and no <meta charset>."""
+    quotes = [(p, kzt if p == "KZT/USD" else r, c) for p, r, c in QUOTES]
+    items = "".join(f"<li>\u2022 {p} = {r} {c}%</li>" for p, r, c in quotes) * 8
+    return (
+        f"<!DOCTYPE html><html><body><header><ul>{items}</ul><div>{date_line}</div>"
+        "</header><p>Курс тенге</p></body></html>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("charset", "prose"),
+    [("windows-1251", "Курс тенге"), ("windows-1252", "Café"), ("iso-8859-1", "Café")],
+    ids=["windows-1251", "windows-1252", "iso-8859-1"],
+)
+def test_the_http_charset_decides_the_encoding(
+    config: Config, server: LocalServer, charset: str, prose: str
+) -> None:
+    # windows-1251 and -1252 both print the bullet "•" as byte 0x95 (and so do pages
+    # labelled iso-8859-1, which browsers read as windows-1252)
+    codec = "cp1252" if charset == "iso-8859-1" else charset
+    body = _bullet_page().replace("Курс тенге", prose).encode(codec)
+    server.route("/", html(body, ctype=f"text/html; charset={charset}"))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
