@@ -358,3 +358,42 @@ def test_the_http_charset_decides_the_encoding(
     server.route("/", html(body, ctype=f"text/html; charset={charset}"))
     [attempt] = pipeline.scrape(config, NOW)
     assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
+
+
+def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalServer) -> None:
+    server.route("/", html(_bullet_page("31 December 9999").encode()))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "bad_date" and not attempt.success
+    assert "the date line says 9999-12-31, more than a day after the page was captured " in (
+        attempt.error or ""
+    )
+    assert observations(config) == []
+    assert len(archived(config)) == 1  # kept, as every page is
+
+
+def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
+    config: Config,
+    server: LocalServer,
+    lock_holder: Callable[[], subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.route("/", html(page()))
+    holder = lock_holder()
+    [spooled] = pipeline.scrape(config, NOW)
+    assert spooled.outcome == "store_locked"
+    release(holder)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(pipeline, "page_record", broken)
+    server.route("/", status(503))
+    pipeline.scrape(config, NOW + timedelta(hours=1))
+
+    # recorded without its page (the archive keeps it), not set aside as unreadable
+    pending = config.archive_dir / pipeline.PENDING_DIR
+    assert pipeline.pending_attempts(config) == [] and not list(pending.glob("*.bad"))
+    assert [r[0] for r in attempts(config)] == ["store_locked", "http_error"]
+    monkeypatch.undo()
+    summary = pipeline.backfill(config, [str(config.archive_dir)], now=NOW + timedelta(hours=2))
+    assert summary.new == 5

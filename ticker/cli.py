@@ -166,6 +166,13 @@ def _print_summary(s: Any) -> None:
     echo(f"inconsistent pages:       {len(s.inconsistent)}")
     for origin, detail in s.inconsistent[:50]:
         echo(f"  {origin}: {detail.replace(chr(10), '; ')}")
+    if s.bad_dates:
+        echo(f"pages with a bad date:    {len(s.bad_dates)}")
+        for origin, reason in s.bad_dates[:50]:
+            echo(f"  {origin}: {reason}")
+        if len(s.bad_dates) > 50:
+            echo(f"  ... and {len(s.bad_dates) - 50} more")
+        echo("  (their quotes were not stored: the date cannot be right)")
     if s.problems:
         echo(f"pages with problems:      {len(s.problems)}")
         for origin, detail in s.problems[:50]:

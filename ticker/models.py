@@ -9,12 +9,14 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    """What the parser made of one page."""
+    """What became of one page. The parser gives the first four; the pipeline, which
+    knows the clock, adds bad_date."""
 
     OK = "ok"
     NO_TICKER = "no_ticker"
     UNDATED = "undated"
     INCONSISTENT = "inconsistent"
+    BAD_DATE = "bad_date"  # a date that cannot be right (in the future); nothing stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Page:
     url: str | None = None
     source: str | None = None  # set when the container names it (ticker's own archive)
     content_type: str | None = None
+    capture_problem: str | None = None  # why the container's capture time is unusable
 
 
 @dataclass(frozen=True, slots=True)
