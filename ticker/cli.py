@@ -410,7 +410,7 @@ def _print_status(rows: Sequence[Any], stale_after: float) -> None:
                 when(r.last_success),
                 str(r.failures),
                 newest,
-                _age(r.age) if r.age is not None else "-",
+                "future" if r.future else _age(r.age) if r.age is not None else "-",
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -421,7 +421,13 @@ def _print_status(rows: Sequence[Any], stale_after: float) -> None:
         if not state:
             continue
         why = []
-        if r.stale:
+        if r.future:
+            why.append(
+                f"the newest observation is dated {r.newest_date}, after today, so its age "
+                "says nothing (a misprinted date line or a wrong --date; `ticker check` "
+                "lists it as future_date)"
+            )
+        elif r.stale:
             why.append(
                 f"no observation newer than {_age(stale_after)} ([status] stale_after)"
                 if r.newest_date

@@ -892,6 +892,9 @@ class SourceStatus:
     age: float | None  # seconds since the start of newest_date in the source's time zone
     stale: bool
     failing: bool
+    # The newest observation is dated after today (with a day of slack): its age says
+    # nothing, so the source is not fresh (stale is set too) until the date is put right.
+    future: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         def stamp(t: datetime | None) -> str | None:
@@ -910,6 +913,7 @@ class SourceStatus:
             "age_seconds": round(self.age) if self.age is not None else None,
             "stale": self.stale,
             "failing": self.failing,
+            "future_date": self.future,
         }
 
 
@@ -920,10 +924,12 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
         health = [store.source_health(s.name) for s in config.sources]
     out = []
     for source, h in zip(config.sources, health, strict=True):
-        age = None
+        age, future = None, False
         if h.newest_date is not None:
             day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
             age = (now - day_start).total_seconds()
+            today = now.astimezone(source.tz).date()
+            future = h.newest_date > today + timedelta(days=1)
         out.append(
             SourceStatus(
                 source=source.name,
@@ -936,8 +942,9 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
                 failures=h.failures,
                 newest_date=h.newest_date,
                 age=age,
-                stale=age is None or age > config.stale_after,
+                stale=age is None or age > config.stale_after or future,
                 failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
+                future=future,
             )
         )
     return out
