@@ -539,11 +539,15 @@ def test_a_page_with_malformed_numbers_keeps_its_good_pairs(project: Project) ->
     result = project.backfill()
 
     assert result.exit_code == 0, result.output
-    assert line(result.stdout, "pages with problems:") == "1"
-    assert section(result.stdout, "pages with problems:") == [
-        f"{path}: KZT/USD: malformed rate '0.0O199'"
+    assert line(result.stdout, "pages read in part:") == "1"
+    assert section(result.stdout, "pages read in part:") == [
+        f"{path}: KZT/USD: malformed rate '0.0O199'",
+        "(their other quotes were stored; the lines named could not be read)",
     ]
     assert sorted(by_pair(project, "2025-03-20")) == ["KGS/USD", "TJS/USD", "TMT/USD", "UZS/USD"]
+    assert project.rows("SELECT outcome, quote_date FROM captures") == [
+        ("partial", date(2025, 3, 20))
+    ]
 
 
 def test_an_unknown_currency_code_is_reported_and_not_stored(project: Project) -> None:

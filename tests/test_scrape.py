@@ -360,6 +360,22 @@ def test_the_http_charset_decides_the_encoding(
     assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
 
 
+def test_a_page_with_unreadable_lines_is_partial_not_ok(
+    config: Config, server: LocalServer
+) -> None:
+    server.route("/", html(_bullet_page(kzt="0.0O199").encode()))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "partial" and not attempt.success and attempt.new == 4
+    assert "KZT/USD: malformed rate '0.0O199'" in (attempt.error or "")
+    assert {p for p, *_ in observations(config)} == {p for p, _, _ in QUOTES} - {"KZT/USD"}
+    [health] = pipeline.status(config, NOW)
+    assert health.failing and health.last_outcome == "partial"
+    # the next fetch is not conditional: the page may read whole by then
+    server.route("/", html(_bullet_page().encode()))
+    [after] = pipeline.scrape(config, NOW + timedelta(minutes=30))
+    assert (after.outcome, after.new, after.already) == ("ok", 1, 4)
+
+
 def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalServer) -> None:
     server.route("/", html(_bullet_page("31 December 9999").encode()))
     [attempt] = pipeline.scrape(config, NOW)

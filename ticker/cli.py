@@ -166,6 +166,13 @@ def _print_summary(s: Any) -> None:
     echo(f"inconsistent pages:       {len(s.inconsistent)}")
     for origin, detail in s.inconsistent[:50]:
         echo(f"  {origin}: {detail.replace(chr(10), '; ')}")
+    if s.partial:
+        echo(f"pages read in part:       {len(s.partial)}")
+        for origin, detail in s.partial[:50]:
+            echo(f"  {origin}: {detail}")
+        if len(s.partial) > 50:
+            echo(f"  ... and {len(s.partial) - 50} more")
+        echo("  (their other quotes were stored; the lines named could not be read)")
     if s.bad_dates:
         echo(f"pages with a bad date:    {len(s.bad_dates)}")
         for origin, reason in s.bad_dates[:50]:

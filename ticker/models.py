@@ -10,12 +10,13 @@ from enum import StrEnum
 
 class Outcome(StrEnum):
     """What became of one page. The parser gives the first four; the pipeline, which
-    knows the clock, adds bad_date."""
+    knows the configured pairs and the clock, adds partial and bad_date."""
 
     OK = "ok"
     NO_TICKER = "no_ticker"
     UNDATED = "undated"
     INCONSISTENT = "inconsistent"
+    PARTIAL = "partial"  # stored, but ticker lines of configured pairs were unreadable
     BAD_DATE = "bad_date"  # a date that cannot be right (in the future); nothing stored
 
 
@@ -50,6 +51,9 @@ class Reading:
     date: date | None = None
     copies: int = 0
     problems: tuple[str, ...] = ()  # malformed lines, disagreeing copies, bad date lines
+    # Ticker lines that could not be read: the pair each names (BASE/QUOTE), or "?" when
+    # the pair itself is unreadable.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,8 +60,9 @@ _DATE_RE = re.compile(
 )
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
 _NOTHING = Reading(Outcome.NO_TICKER)
-# What a block's lines read as: quotes, problems, copies, whether the copies disagree.
-_BlockReading = tuple[tuple[Quote, ...], tuple[str, ...], int, bool]
+# What a block's lines read as: quotes, problems, copies, whether the copies disagree,
+# and the lines that could not be read (Reading.unreadable).
+_BlockReading = tuple[tuple[Quote, ...], tuple[str, ...], int, bool, tuple[str, ...]]
 # Readings of the blocks seen lately (a memo: parse_text stays a function of its text).
 _BLOCKS: dict[str | tuple[str, int, int, str], _BlockReading] = {}
 _LAST_BLOCK: list[tuple[str, _BlockReading] | None] = [None]  # the last block, its text
@@ -140,7 +141,7 @@ def parse_text(text: str) -> Reading:
 
 def _reading(text: str, end: int, known: _BlockReading) -> Reading:
     """The Reading of a page whose block ends at `end` and reads as `known`."""
-    quotes, block_problems, copies, disagree = known
+    quotes, block_problems, copies, disagree, unreadable = known
     problems = list(block_problems)
     page_date, date_problem = _date_after(text, end)
     if date_problem:
@@ -153,13 +154,14 @@ def _reading(text: str, end: int, known: _BlockReading) -> Reading:
         outcome = Outcome.UNDATED
     else:
         outcome = Outcome.OK
-    return Reading(outcome, quotes, page_date, copies, tuple(problems))
+    return Reading(outcome, quotes, page_date, copies, tuple(problems), unreadable)
 
 
 def _read_lines(lines: list[tuple[str, str, str, str]], odd: dict[str, None]) -> _BlockReading:
     """The quotes of a block's lines, its problems, its copies and whether they disagree."""
     # The marquee repeats the block: validate each distinct line once.
     problems: list[str] = [f"unreadable ticker line {o!r}; ignored" for o in odd]
+    unreadable: list[str] = ["?"] * len(odd)
     quotes: dict[str, Quote] = {}
     variants: dict[str, set[tuple[str, str]]] = {}
     counts: dict[str, int] = {}
@@ -170,6 +172,7 @@ def _read_lines(lines: list[tuple[str, str, str, str]], odd: dict[str, None]) ->
         bad = _number_problem(pair, rate, change)
         if bad:
             problems.append(bad)
+            unreadable.append(pair)
             continue
         counts[pair] = counts.get(pair, 0) + n
         quotes.setdefault(pair, Quote(base, quote, rate, change))
@@ -180,7 +183,7 @@ def _read_lines(lines: list[tuple[str, str, str, str]], odd: dict[str, None]) ->
         problems.append(f"{pair}: copies disagree ({shown})")
     # A pair whose only copies were malformed yields no quote: it is missing, not zero.
     copies = max(counts.values(), default=0)
-    return tuple(quotes.values()), tuple(problems), copies, bool(disagree)
+    return tuple(quotes.values()), tuple(problems), copies, bool(disagree), tuple(unreadable)
 
 
 def _number_problem(pair: str, rate: str, change: str) -> str | None:

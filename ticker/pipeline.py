@@ -77,10 +77,16 @@ def page_record(
             quote_date, basis = given_date, "given"
         if bad_date is None and quote_date is not None:
             bad_date = _date_too_late(quote_date, basis, captured_day, source, now)
+        # Partial: a configured pair is missing and a line that could be its is unreadable
+        # (one naming it, or one whose pair cannot be made out).
+        missing = set(source.pairs) - {q.pair for q in quotes}
+        unread = [u for u in reading.unreadable if u in missing or (u == "?" and missing)]
         if bad_date is not None:
             outcome, quote_date, basis = Outcome.BAD_DATE.value, None, None
         elif quote_date is None:
             outcome = Outcome.UNDATED.value
+        elif unread:
+            outcome = Outcome.PARTIAL.value
         else:
             outcome = Outcome.OK.value
     elif reading.outcome is Outcome.OK and not quotes:
@@ -166,6 +172,7 @@ class BackfillSummary:
     revised: int = 0
     undated: list[str] = field(default_factory=list)
     inconsistent: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)
     bad_dates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -189,6 +196,7 @@ class BackfillSummary:
         self.no_ticker += part.no_ticker
         self.undated += part.undated
         self.inconsistent += part.inconsistent
+        self.partial += part.partial
         self.bad_dates += part.bad_dates
         self.problems += part.problems
         self.unreadable += part.unreadable
@@ -504,6 +512,8 @@ def _tally(summary: BackfillSummary, record: PageRecord) -> None:
         summary.undated.append(record.origin)
     elif outcome == Outcome.INCONSISTENT:
         summary.inconsistent.append((record.origin, record.detail or ""))
+    elif outcome == Outcome.PARTIAL:
+        summary.partial.append((record.origin, (record.detail or "").replace("\n", "; ")))
     elif outcome == Outcome.BAD_DATE:
         summary.bad_dates.append((record.origin, (record.detail or "").replace("\n", "; ")))
     elif record.detail:
