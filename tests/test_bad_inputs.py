@@ -24,6 +24,7 @@ from conftest import (
     html_page,
     one_error_line,
     text_page,
+    ticker_block,
     ticker_subprocess,
     warc_bytes,
 )
@@ -75,6 +76,18 @@ def bullet_html(quotes: tuple[tuple[str, str, str], ...], day: str, head: str = 
         f"<!DOCTYPE html><html><head>{head}</head><body><header><ul>{items}</ul>"
         f"<div>{day}</div></header><p>Курс валют: filler of our own.</p></body></html>"
     )
+
+
+def many_versions() -> bytes:
+    """10,000 copies of KGS/USD, each printing another rate: one ~300 KB 'disagree' list."""
+    lines = "\n".join(f"  \u2022 KGS/USD = 0.0{10000 + i} 0.1%" for i in range(10_000))
+    return (lines.lstrip() + "\n20 March 2025\nfiller\n").encode()
+
+
+def odd_lines() -> bytes:
+    """One readable pair, then 5,000 distinct lines whose pair cannot be made out."""
+    odd = "\n".join(f"  \u2022 x{i}/USD = 0.{i} 1%" for i in range(5_000))
+    return f"{ticker_block(JUNE_14[:1], 1)}{odd}\n05 May 2024\nfiller\n".encode()
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,12 @@ HOSTILE = {
         "the date line says 2100-01-01, after today",
         1,
     ),
+    "10000-versions.txt": Hostile(
+        many_versions, "inconsistent pages:", "KGS/USD: copies disagree (0.010000 0.1%", 0
+    ),
+    "5000-odd-lines.txt": Hostile(
+        odd_lines, PARTIAL, "unreadable ticker line 'x0/USD = 0.0 1%'", 0, "2024-05-05"
+    ),
     "malformed-rate.html": Hostile(
         lambda: html_page(
             tuple(("KZT", "0.0O199", "-0") if q[0] == "KZT" else q for q in DEC_09),
@@ -149,6 +168,12 @@ HOSTILE = {
         "unreadable ticker line",
         0,
         "2025-12-07",
+    ),
+    "300-kb-rate.txt": Hostile(
+        lambda: f"KGS/USD = 0.{'1' * 300_000} 0.5%\n20 March 2025\n".encode(),
+        "pages with problems:",
+        "KGS/USD: malformed rate '0.111111111111111111'",
+        0,
     ),
 }
 # Awkward but valid: each is read whole, under its own date.
@@ -305,10 +330,15 @@ def test_every_hostile_file_at_once_in_worker_processes(project: Project) -> Non
     summary = pipeline.backfill(config, [str(project.dumps)], now=now, workers=2)
 
     assert summary.exit_code == 1
-    lists = {BAD_DATE: summary.bad_dates, PARTIAL: summary.partial}
+    lists = {
+        BAD_DATE: summary.bad_dates,
+        PARTIAL: summary.partial,
+        "inconsistent pages:": summary.inconsistent,
+        "pages with problems:": summary.problems,
+    }
     for name, case in HOSTILE.items():
         [(_, reason)] = [e for e in lists[case.section] if e[0].startswith(str(paths[name]))]
-        assert case.reason in reason
+        assert case.reason in reason and len(reason) <= 300
     assert summary.unreadable == []
     stored = dates(project)
     assert GOOD_DATES | {d for _, d in VALID.values()} <= set(stored)
@@ -326,6 +356,22 @@ def test_every_hostile_file_at_once_in_a_real_process(project: Project) -> None:
     assert f"pages with a bad date:    {sum(c.section == BAD_DATE for c in HOSTILE.values())}" in (
         proc.stdout
     )
+
+
+def test_thousands_of_unreadable_files_are_listed_fifty_and_counted(project: Project) -> None:
+    write_good(project)
+    for i in range(120):
+        project.write(f"empty/e{i:04d}.txt", b"")
+
+    result = project.backfill()
+
+    assert_clean(result)
+    assert result.exit_code == 1
+    assert "files that could not be read: 120" in result.stdout
+    entries = listed(result.stdout, "files that could not be read:")
+    assert len(entries) == 51 and entries[-1] == "... and 70 more"
+    assert all(e.endswith(": empty file, no page in it") for e in entries[:50])
+    assert GOOD_DATES <= set(dates(project))
 
 
 def test_a_date_option_after_today_is_a_usage_error(project: Project) -> None:

@@ -385,3 +385,17 @@ def test_future_dates_in_a_real_store_name_their_page(tmp_path: Path) -> None:
     assert found.date == date(2031, 5, 1) and found.data["origins"] == [str(dumps / "typo.txt")]
     assert found.message.endswith(f"from {dumps / 'typo.txt'}")
     assert report.exit_code == 1
+
+
+def test_a_huge_stored_detail_is_shortened() -> None:
+    from ticker.check import BadPage, Snapshot
+
+    detail = "KGS/USD: copies disagree (" + ", ".join(f"0.0{i} 1%" for i in range(30_000)) + ")"
+    lines = "\n".join(f"unreadable ticker line 'x{i}/USD = 1 1%'; ignored" for i in range(5000))
+    bad = BadPage("timesca", "/dumps/flood.txt", None, date(2025, 3, 20), f"{detail}\n{lines}")
+    report = check(Snapshot(bad_pages=(bad,)), (), 2 * 86400, datetime(2025, 3, 21, tzinfo=UTC))
+    [found] = report.findings
+    assert found.kind == "inconsistent_page" and len(found.message) <= 350
+    assert found.message.startswith("/dumps/flood.txt (2025-03-20): KGS/USD: copies disagree (")
+    assert len(found.data["detail"]) <= 21 * 300
+    assert max(len(line) for line in format_report(report)) <= 350

@@ -387,6 +387,20 @@ def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalS
     assert len(archived(config)) == 1  # kept, as every page is
 
 
+def test_a_flood_of_problems_makes_a_short_attempt_error(
+    config: Config, server: LocalServer
+) -> None:
+    lines = "".join(f"<li>KGS/USD = 0.0{10000 + i} 0.1%</li>" for i in range(10_000))
+    body = f"<html><body><ul>{lines}</ul><p>20 March 2025</p></body></html>".encode()
+    server.route("/", html(body))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "inconsistent"
+    assert len(attempt.error or "") < 400 and "10000 versions in all" in (attempt.error or "")
+    [(detail,)] = query(config, "SELECT detail FROM captures")
+    assert len(detail) < 400
+    assert len(pipeline.describe_attempt(attempt)) < 500
+
+
 def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
     config: Config,
     server: LocalServer,

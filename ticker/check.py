@@ -23,6 +23,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from ticker.models import bounded_detail, shorten
+
 if TYPE_CHECKING:
     from ticker.config import Config, Source
     from ticker.store import Store
@@ -499,8 +501,12 @@ def check_revisions(revisions: Iterable[Revision]) -> list[Finding]:
 def check_bad_pages(pages: Iterable[BadPage]) -> list[Finding]:
     out = []
     for p in pages:
-        disagree = [line for line in p.detail.splitlines() if "disagree" in line]
+        # Stored details come from pages (older versions stored them whole): shortened.
+        lines = p.detail.splitlines()
+        disagree = [line for line in lines if "disagree" in line]
         when = p.header_date.isoformat() if p.header_date else (p.captured_at or "undated")
+        what = "; ".join(disagree) or "; ".join(lines) or "copies disagree"
+        detail = bounded_detail(lines) or ""
         out.append(
             Finding(
                 "inconsistent_page",
@@ -508,9 +514,9 @@ def check_bad_pages(pages: Iterable[BadPage]) -> list[Finding]:
                 p.source,
                 None,
                 p.header_date,
-                f"{p.origin} ({when}): " + ("; ".join(disagree) or p.detail or "copies disagree"),
+                f"{p.origin} ({when}): {shorten(what)}",
                 float(len(disagree)),
-                {"origin": p.origin, "captured_at": p.captured_at, "detail": p.detail},
+                {"origin": p.origin, "captured_at": p.captured_at, "detail": detail},
             )
         )
     return out
@@ -549,8 +555,10 @@ def check_future(
                 source,
                 pairs[0] if len(pairs) == 1 else None,
                 day,
-                f"{source} {day}: {', '.join(pairs)} stored for a date after today "
-                f"({today}, {zone.key}): a misprinted date line or a wrong --date{came}{more}",
+                shorten(
+                    f"{source} {day}: {', '.join(pairs)} stored for a date after today "
+                    f"({today}, {zone.key}): a misprinted date line or a wrong --date{came}{more}"
+                ),
                 float((day - today).days),
                 {"pairs": pairs, "today": today.isoformat(), "origins": pages},
             )

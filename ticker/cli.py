@@ -146,8 +146,21 @@ def _progress_bar(items: Iterable[Any], total: int) -> Iterable[Any]:
     return tqdm(items, total=total, unit="file", leave=False, file=sys.stderr)
 
 
+LISTED = 50  # entries of each list in backfill's summary; the rest are counted
+
+
 def _print_summary(s: Any) -> None:
     echo = click.echo
+
+    def listed(entries: Sequence[tuple[str, str]], hint: str = "") -> None:
+        # Reasons and problems come from the pages and are shortened where they are made.
+        for origin, reason in entries[:LISTED]:
+            echo(f"  {origin}: {reason}" if reason else f"  {origin}")
+        if len(entries) > LISTED:
+            echo(f"  ... and {len(entries) - LISTED} more")
+        if entries and hint:
+            echo(f"  ({hint})")
+
     skipped = (
         f" ({s.files_skipped} unchanged since the last run, skipped)" if s.files_skipped else ""
     )
@@ -157,36 +170,20 @@ def _print_summary(s: Any) -> None:
     echo(f"observations:             {s.new} new, {s.already} already stored, {s.revised} revised")
     echo(f"pages without ticker:     {s.no_ticker}")
     echo(f"undated pages:            {len(s.undated)}")
-    for origin in s.undated[:50]:
-        echo(f"  {origin}")
-    if len(s.undated) > 50:
-        echo(f"  ... and {len(s.undated) - 50} more")
-    if s.undated:
-        echo("  (their quotes were not stored: re-run with --date YYYY-MM-DD to date them)")
+    listed(s.undated, "their quotes were not stored: re-run with --date YYYY-MM-DD to date them")
     echo(f"inconsistent pages:       {len(s.inconsistent)}")
-    for origin, detail in s.inconsistent[:50]:
-        echo(f"  {origin}: {detail.replace(chr(10), '; ')}")
+    listed(s.inconsistent)
     if s.partial:
         echo(f"pages read in part:       {len(s.partial)}")
-        for origin, detail in s.partial[:50]:
-            echo(f"  {origin}: {detail}")
-        if len(s.partial) > 50:
-            echo(f"  ... and {len(s.partial) - 50} more")
-        echo("  (their other quotes were stored; the lines named could not be read)")
+        listed(s.partial, "their other quotes were stored; the lines named could not be read")
     if s.bad_dates:
         echo(f"pages with a bad date:    {len(s.bad_dates)}")
-        for origin, reason in s.bad_dates[:50]:
-            echo(f"  {origin}: {reason}")
-        if len(s.bad_dates) > 50:
-            echo(f"  ... and {len(s.bad_dates) - 50} more")
-        echo("  (their quotes were not stored: the date cannot be right)")
+        listed(s.bad_dates, "their quotes were not stored: the date cannot be right")
     if s.problems:
         echo(f"pages with problems:      {len(s.problems)}")
-        for origin, detail in s.problems[:50]:
-            echo(f"  {origin}: {detail}")
+        listed(s.problems)
     echo(f"files that could not be read: {len(s.unreadable)}")
-    for origin, reason in s.unreadable:
-        echo(f"  {origin}: {reason}")
+    listed(s.unreadable)
 
 
 @cli.command()

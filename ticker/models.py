@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -18,6 +19,26 @@ class Outcome(StrEnum):
     INCONSISTENT = "inconsistent"
     PARTIAL = "partial"  # stored, but ticker lines of configured pairs were unreadable
     BAD_DATE = "bad_date"  # a date that cannot be right (in the future); nothing stored
+
+
+# Lines made from page content (a problem, a reason) are cut to this many characters
+# before they are printed or stored: a hostile page must not flood a terminal or a row.
+LINE_LIMIT = 300
+MAX_DETAIL_LINES = 20  # problems of one page kept in captures.detail; the rest counted
+
+
+def shorten(text: str, limit: int = LINE_LIMIT) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when it is longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def bounded_detail(problems: Sequence[str]) -> str | None:
+    """A page's problems as captures.detail keeps them, one a line: each line shortened,
+    at most MAX_DETAIL_LINES of them (a hostile page can have thousands)."""
+    lines = [shorten(p) for p in problems[:MAX_DETAIL_LINES]]
+    if len(problems) > MAX_DETAIL_LINES:
+        lines.append(f"... and {len(problems) - MAX_DETAIL_LINES} more problems")
+    return "\n".join(lines) or None
 
 
 @dataclass(frozen=True, slots=True)

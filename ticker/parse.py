@@ -63,6 +63,7 @@ _NOTHING = Reading(Outcome.NO_TICKER)
 # What a block's lines read as: quotes, problems, copies, whether the copies disagree,
 # and the lines that could not be read (Reading.unreadable).
 _BlockReading = tuple[tuple[Quote, ...], tuple[str, ...], int, bool, tuple[str, ...]]
+_SHOWN_VARIANTS = 4  # versions of a pair named in a "copies disagree" problem
 # Readings of the blocks seen lately (a memo: parse_text stays a function of its text).
 _BLOCKS: dict[str | tuple[str, int, int, str], _BlockReading] = {}
 _LAST_BLOCK: list[tuple[str, _BlockReading] | None] = [None]  # the last block, its text
@@ -179,7 +180,10 @@ def _read_lines(lines: list[tuple[str, str, str, str]], odd: dict[str, None]) ->
 
     disagree = sorted(p for p, v in variants.items() if len(v) > 1)
     for pair in disagree:
-        shown = ", ".join(f"{r} {c}%" for r, c in sorted(variants[pair]))
+        seen = sorted(variants[pair])
+        shown = ", ".join(f"{r[:20]} {c[:20]}%" for r, c in seen[:_SHOWN_VARIANTS])
+        if len(seen) > _SHOWN_VARIANTS:
+            shown += f", ... {len(seen)} versions in all"
         problems.append(f"{pair}: copies disagree ({shown})")
     # A pair whose only copies were malformed yields no quote: it is missing, not zero.
     copies = max(counts.values(), default=0)

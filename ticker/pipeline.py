@@ -35,7 +35,7 @@ from ticker.errors import (
     TickerError,
     UsageError,
 )
-from ticker.models import Outcome, Page
+from ticker.models import Outcome, Page, bounded_detail, shorten
 from ticker.parse import PARSER_VERSION, page_text, parse_text
 from ticker.store import SUCCESS_OUTCOMES, Attempt, PageRecord, PageStager, Store, WriteCounts
 
@@ -109,7 +109,7 @@ def page_record(
         date_basis=basis,
         parser_version=PARSER_VERSION,
         copies=reading.copies,
-        detail="\n".join(problems) or None,
+        detail=bounded_detail(problems),
         quotes=tuple(quotes) if quote_date else (),
     )
 
@@ -158,6 +158,11 @@ def _date_too_late(
     return None
 
 
+def detail_line(detail: str | None) -> str:
+    """A stored detail as one shortened line, for a summary or an attempt's error."""
+    return shorten((detail or "").replace("\n", "; "))
+
+
 @dataclass
 class BackfillSummary:
     files_found: int = 0
@@ -170,7 +175,8 @@ class BackfillSummary:
     new: int = 0
     already: int = 0
     revised: int = 0
-    undated: list[str] = field(default_factory=list)
+    # Each list: (origin, the reason or the page's problems on one shortened line).
+    undated: list[tuple[str, str]] = field(default_factory=list)
     inconsistent: list[tuple[str, str]] = field(default_factory=list)
     partial: list[tuple[str, str]] = field(default_factory=list)
     bad_dates: list[tuple[str, str]] = field(default_factory=list)
@@ -372,7 +378,7 @@ def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) 
                     _tally(part, record)
                     again = again or record.outcome == Outcome.BAD_DATE
             except InputError as exc:
-                part.unreadable.append((exc.origin, exc.reason))
+                part.unreadable.append((exc.origin, shorten(exc.reason)))
             except Exception as exc:  # a reader bug on one file must not stop the run
                 part.unreadable.append((path, _failure("reading it", exc)))
             else:
@@ -385,7 +391,7 @@ def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) 
 
 
 def _failure(what: str, exc: Exception) -> str:
-    return (
+    return shorten(
         f"{what} failed ({type(exc).__name__}: {exc}); this is a bug in ticker, please "
         "report it with the file"
     )
@@ -508,16 +514,14 @@ def _tally(summary: BackfillSummary, record: PageRecord) -> None:
         summary.no_ticker += 1
     else:
         summary.with_ticker += 1
-    if outcome == Outcome.UNDATED:
-        summary.undated.append(record.origin)
-    elif outcome == Outcome.INCONSISTENT:
-        summary.inconsistent.append((record.origin, record.detail or ""))
-    elif outcome == Outcome.PARTIAL:
-        summary.partial.append((record.origin, (record.detail or "").replace("\n", "; ")))
-    elif outcome == Outcome.BAD_DATE:
-        summary.bad_dates.append((record.origin, (record.detail or "").replace("\n", "; ")))
-    elif record.detail:
-        summary.problems.append((record.origin, record.detail.replace("\n", "; ")))
+    listed = {
+        Outcome.UNDATED: summary.undated,
+        Outcome.INCONSISTENT: summary.inconsistent,
+        Outcome.PARTIAL: summary.partial,
+        Outcome.BAD_DATE: summary.bad_dates,
+    }.get(Outcome(outcome), summary.problems)
+    if record.detail or listed is not summary.problems:
+        listed.append((record.origin, detail_line(record.detail)))
 
 
 # --- charts: the daily series from the store, drawn as PNGs ----------------------------------
@@ -729,9 +733,9 @@ def _fetch_source(
             f"markup changed?); {kept}"
         )
         if record.detail:
-            error += f" ({record.detail.replace(chr(10), '; ')})"
+            error += f" ({detail_line(record.detail)})"
     elif outcome != Outcome.OK:
-        error = f"{source.url}: {outcome} page: {(record.detail or '').replace(chr(10), '; ')}"
+        error = f"{source.url}: {outcome} page: {detail_line(record.detail)}"
     if archive_error:
         outcome = FetchOutcome.ARCHIVE_ERROR.value
         error = archive_error + (f"; also: {error}" if error else "")
