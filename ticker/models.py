@@ -18,7 +18,7 @@ class Outcome(StrEnum):
     UNDATED = "undated"
     INCONSISTENT = "inconsistent"
     PARTIAL = "partial"  # stored, but ticker lines of configured pairs were unreadable
-    BAD_DATE = "bad_date"  # a date that cannot be right (in the future); nothing stored
+    BAD_DATE = "bad_date"  # a date or capture time that cannot be right; nothing stored
 
 
 # Lines made from page content (a problem, a reason) are cut to this many characters
