@@ -344,3 +344,58 @@ def test_the_float_shortcut_agrees_with_exact_fractions(prev: str, rate: str, ch
     if _clearly_fits(prev, rate, change):
         assert exact == 0
     assert change_miss(prev, rate, change) == exact
+
+
+# --- dates after today, and what stored pages may hold ---------------------------------------
+
+
+def test_dates_after_today_are_an_error_and_not_a_fresh_source() -> None:
+    days = _days(simulate(START, 10))  # 2024-01-01 to 2024-01-10
+    # 02:00 on 2024-01-06 in Almaty (UTC+6 then): tomorrow, the 7th, may be the site's
+    # "today" already; the 8th, 9th and 10th cannot
+    now = datetime(2024, 1, 5, 20, 0, tzinfo=UTC)
+    report = _report(days, now=now)
+    found = [f for f in report.findings if f.kind == "future_date"]
+    assert [(f.date, f.level, f.pair) for f in found] == [
+        (START + timedelta(days=k), Level.ERROR, None) for k in (9, 8, 7)
+    ]
+    assert found[0].data["pairs"] == sorted(PAIRS) and found[0].data["today"] == "2024-01-06"
+    assert "after today (2024-01-06, Asia/Almaty)" in found[0].message
+    assert report.exit_code == 1
+    assert not [f for f in report.findings if f.kind == "stale_source"]
+    # errors first, and the kind is explained
+    lines = format_report(report)
+    assert lines[3].startswith("error: future_date (3): dates after today")
+
+
+def test_future_dates_in_a_real_store_name_their_page(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    (dumps / "typo.txt").write_text(page(simulate(date(2031, 5, 1), 1)[0]), encoding="utf-8")
+    config = load_config(cfg)
+    # loaded when 2031 had come (or by a version that took any date)
+    from ticker.pipeline import backfill
+
+    assert backfill(config, [str(dumps)], now=datetime(2031, 5, 2, tzinfo=UTC)).new == 5
+
+    report = run_check(config, datetime(2025, 3, 20, tzinfo=UTC))
+
+    [found] = [f for f in report.findings if f.kind == "future_date"]
+    assert found.date == date(2031, 5, 1) and found.data["origins"] == [str(dumps / "typo.txt")]
+    assert found.message.endswith(f"from {dumps / 'typo.txt'}")
+    assert report.exit_code == 1
+
+
+def test_a_huge_stored_detail_is_shortened() -> None:
+    from ticker.check import BadPage, Snapshot
+
+    detail = "KGS/USD: copies disagree (" + ", ".join(f"0.0{i} 1%" for i in range(30_000)) + ")"
+    lines = "\n".join(f"unreadable ticker line 'x{i}/USD = 1 1%'; ignored" for i in range(5000))
+    bad = BadPage("timesca", "/dumps/flood.txt", None, date(2025, 3, 20), f"{detail}\n{lines}")
+    report = check(Snapshot(bad_pages=(bad,)), (), 2 * 86400, datetime(2025, 3, 21, tzinfo=UTC))
+    [found] = report.findings
+    assert found.kind == "inconsistent_page" and len(found.message) <= 350
+    assert found.message.startswith("/dumps/flood.txt (2025-03-20): KGS/USD: copies disagree (")
+    assert len(found.data["detail"]) <= 21 * 300
+    assert max(len(line) for line in format_report(report)) <= 350

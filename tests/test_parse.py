@@ -437,6 +437,131 @@ def test_xhtml_page_with_xml_declaration_is_read_as_html():
     assert reading.date == date(2025, 3, 20)
 
 
+# --- the page's encoding: byte-order mark, then HTTP charset, then <meta>, then a fallback -
+
+
+CYRILLIC = "Курс тенге"
+
+
+def bullet_page(prose=CYRILLIC, head="", bullet="•"):
+    """A page as a Cyrillic news site may serve it: "•" bullets, no charset unless given."""
+    items = "".join(f"<li>{bullet} {p} = {r} {c}%</li>" for p, r, c in ROWS_0320) * 8
+    return (
+        f"<!DOCTYPE html><html><head>{head}</head><body><header><ul>{items}</ul>"
+        f"<div>20 March 2025</div></header><p>{prose}</p></body></html>"
+    )
+
+
+META_1251 = '<meta charset="windows-1251">'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "prose"),
+    [
+        # no charset anywhere, not UTF-8: windows-1252, whose 0x95 is the bullet
+        pytest.param(bullet_page().encode("cp1251"), None, None, id="undeclared-cp1251"),
+        pytest.param(bullet_page().encode("cp1251"), "text/html", None, id="no-http-charset"),
+        pytest.param(
+            bullet_page().encode("cp1251"),
+            "text/html; charset=windows-1251",
+            CYRILLIC,
+            id="http-charset",
+        ),
+        pytest.param(
+            bullet_page(head=META_1251).encode("cp1251"), None, CYRILLIC, id="meta-charset"
+        ),
+        pytest.param(
+            bullet_page(
+                "Café",
+                '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">',
+            ).encode("cp1252"),
+            None,
+            "Café",
+            id="latin-1-label-means-windows-1252",
+        ),
+        pytest.param(
+            bullet_page(head='<meta charset="koi8-r">').encode("cp1251"),
+            'text/html; charset="CP1251"',
+            CYRILLIC,
+            id="http-charset-over-meta",
+        ),
+        pytest.param(
+            b"\xef\xbb\xbf" + bullet_page(head=META_1251).encode("utf-8"),
+            "text/html; charset=windows-1251",
+            CYRILLIC,
+            id="utf-8-bom-over-both",
+        ),
+        pytest.param(
+            b"\xff\xfe" + bullet_page(head=META_1251).encode("utf-16-le"),
+            "text/html; charset=windows-1251",
+            CYRILLIC,
+            id="utf-16-le-bom-over-both",
+        ),
+        pytest.param(bullet_page().encode("utf-16"), None, CYRILLIC, id="utf-16-bom"),
+        pytest.param(
+            b"\xfe\xff" + bullet_page().encode("utf-16-be"), None, CYRILLIC, id="utf-16-be-bom"
+        ),
+        pytest.param(
+            bullet_page(head='<meta charset="utf-7">').encode("utf-8"),
+            None,
+            CYRILLIC,
+            id="utf-7-is-no-page-encoding",
+        ),
+        pytest.param(
+            bullet_page(head='<meta charset="no-such-charset">').encode("cp1251"),
+            "text/html; charset=rot13",
+            None,
+            id="unknown-labels-ignored",
+        ),
+    ],
+)
+def test_page_encoding_byte_order_mark_http_charset_meta_then_fallback(body, content_type, prose):
+    text = page_text(body, content_type)
+    reading = parse_text(text)
+    assert reading.outcome is Outcome.OK, reading.problems
+    assert [q.pair for q in reading.quotes] == list(PAIRS)
+    assert reading.problems == ()
+    if prose:
+        assert prose in text
+
+
+# The encodings of the WHATWG Encoding Standard, by a label of each.
+WEB_ENCODINGS = """utf-8 utf-16 utf-16le utf-16be ibm866 iso-8859-2 iso-8859-3 iso-8859-4
+    iso-8859-5 iso-8859-6 iso-8859-7 iso-8859-8 iso-8859-10 iso-8859-13 iso-8859-14
+    iso-8859-15 iso-8859-16 koi8-r koi8-u macintosh x-mac-cyrillic windows-874 windows-1250
+    windows-1251 windows-1252 windows-1253 windows-1254 windows-1255 windows-1256
+    windows-1257 windows-1258 gbk gb18030 big5 euc-jp iso-2022-jp shift_jis euc-kr""".split()
+
+
+def _declared_encodings():
+    for encoding in WEB_ENCODINGS:
+        yield encoding, "http"
+        if not encoding.startswith("utf-16"):  # a <meta> readable as ASCII: not UTF-16
+            yield encoding, "meta"
+
+
+@pytest.mark.parametrize(("encoding", "where"), list(_declared_encodings()))
+def test_every_page_encoding_declared_reads_the_whole_ticker(encoding, where):
+    codec = {"windows-874": "cp874", "x-mac-cyrillic": "mac-cyrillic"}.get(encoding, encoding)
+    bullet = "•"
+    try:
+        bullet.encode(codec)
+    except UnicodeEncodeError:
+        bullet = "*"
+    head = f'<meta charset="{encoding}">' if where == "meta" else ""
+    body = bullet_page("plain prose", head, bullet).encode(codec)
+    content_type = f"text/html; charset={encoding}" if where == "http" else None
+    reading = parse_text(page_text(body, content_type))
+    assert reading.outcome is Outcome.OK and [q.pair for q in reading.quotes] == list(PAIRS)
+
+
+def test_a_text_dump_honours_the_http_charset():
+    body = (REAL_BLOCK.replace("•", "*") + "Курс\n").encode("koi8-r")
+    text = page_text(body, "text/plain; charset=koi8-r")
+    assert "Курс" in text
+    assert parse_text(text).outcome is Outcome.OK
+
+
 def test_ticker_nested_300_deep_still_renders():
     body = (
         b"<!DOCTYPE html><html><body>"

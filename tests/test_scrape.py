@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from servers import (
+    QUOTES,
     LocalServer,
     Reply,
     binary,
@@ -327,3 +328,102 @@ def test_unreadable_spool_entry_is_set_aside(config: Config, server: LocalServer
     server.route("/", html(page()))
     assert pipeline.scrape(config, NOW)[0].outcome == "ok"
     assert (pending / "torn.bad").exists() and pipeline.pending_attempts(config) == []
+
+
+# --- what a page holds: its encoding, unreadable lines, its date, a flood of problems ------
+
+
+def _bullet_page(date_line: str = "20 March 2025", kzt: str = "0.00199") -> str:
+    """The ticker with "•" bullets and Cyrillic prose, and no <meta charset>."""
+    quotes = [(p, kzt if p == "KZT/USD" else r, c) for p, r, c in QUOTES]
+    items = "".join(f"<li>\u2022 {p} = {r} {c}%</li>" for p, r, c in quotes) * 8
+    return (
+        f"<!DOCTYPE html><html><body><header><ul>{items}</ul><div>{date_line}</div>"
+        "</header><p>Курс тенге</p></body></html>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("charset", "prose"),
+    [("windows-1251", "Курс тенге"), ("windows-1252", "Café"), ("iso-8859-1", "Café")],
+    ids=["windows-1251", "windows-1252", "iso-8859-1"],
+)
+def test_the_http_charset_decides_the_encoding(
+    config: Config, server: LocalServer, charset: str, prose: str
+) -> None:
+    # windows-1251 and -1252 both print the bullet "•" as byte 0x95 (and so do pages
+    # labelled iso-8859-1, which browsers read as windows-1252)
+    codec = "cp1252" if charset == "iso-8859-1" else charset
+    body = _bullet_page().replace("Курс тенге", prose).encode(codec)
+    server.route("/", html(body, ctype=f"text/html; charset={charset}"))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
+
+
+def test_a_page_with_unreadable_lines_is_partial_not_ok(
+    config: Config, server: LocalServer
+) -> None:
+    server.route("/", html(_bullet_page(kzt="0.0O199").encode()))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "partial" and not attempt.success and attempt.new == 4
+    assert "KZT/USD: malformed rate '0.0O199'" in (attempt.error or "")
+    assert {p for p, *_ in observations(config)} == {p for p, _, _ in QUOTES} - {"KZT/USD"}
+    [health] = pipeline.status(config, NOW)
+    assert health.failing and health.last_outcome == "partial"
+    # the next fetch is not conditional: the page may read whole by then
+    server.route("/", html(_bullet_page().encode()))
+    [after] = pipeline.scrape(config, NOW + timedelta(minutes=30))
+    assert (after.outcome, after.new, after.already) == ("ok", 1, 4)
+
+
+def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalServer) -> None:
+    server.route("/", html(_bullet_page("31 December 9999").encode()))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "bad_date" and not attempt.success
+    assert "the date line says 9999-12-31, more than a day after the page was captured " in (
+        attempt.error or ""
+    )
+    assert observations(config) == []
+    assert len(archived(config)) == 1  # kept, as every page is
+
+
+def test_a_flood_of_problems_makes_a_short_attempt_error(
+    config: Config, server: LocalServer
+) -> None:
+    lines = "".join(f"<li>KGS/USD = 0.0{10000 + i} 0.1%</li>" for i in range(10_000))
+    body = f"<html><body><ul>{lines}</ul><p>20 March 2025</p></body></html>".encode()
+    server.route("/", html(body))
+    [attempt] = pipeline.scrape(config, NOW)
+    assert attempt.outcome == "inconsistent"
+    assert len(attempt.error or "") < 400 and "10000 versions in all" in (attempt.error or "")
+    [(detail,)] = query(config, "SELECT detail FROM captures")
+    assert len(detail) < 400
+    assert len(pipeline.describe_attempt(attempt)) < 500
+
+
+def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
+    config: Config,
+    server: LocalServer,
+    lock_holder: Callable[[], subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.route("/", html(page()))
+    holder = lock_holder()
+    [spooled] = pipeline.scrape(config, NOW)
+    assert spooled.outcome == "store_locked"
+    release(holder)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(pipeline, "page_record", broken)
+    server.route("/", status(503))
+    pipeline.scrape(config, NOW + timedelta(hours=1))
+
+    # recorded without its page (the archive keeps it), not set aside as unreadable
+    pending = config.archive_dir / pipeline.PENDING_DIR
+    assert pipeline.pending_attempts(config) == [] and not list(pending.glob("*.bad"))
+    assert [r[0] for r in attempts(config)] == ["store_locked", "http_error"]
+    monkeypatch.undo()
+    summary = pipeline.backfill(config, [str(config.archive_dir)], now=NOW + timedelta(hours=2))
+    assert summary.new == 5

@@ -110,3 +110,24 @@ def test_status_mentions_attempts_waiting_for_the_database(cfg_path: Path) -> No
     (pending / "x.json").write_text("{}")
     result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
     assert "1 attempts wait in" in result.output and "next scrape records them" in result.output
+
+
+def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) -> None:
+    config = load_config(cfg_path)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    (dumps / "typo.html").write_bytes(page(date="01 January 2100"))
+    # stored when 2100 had come (or by a version that took any date)
+    assert pipeline.backfill(config, [str(dumps)], now=datetime(2100, 1, 1, tzinfo=UTC)).new == 5
+
+    [s] = pipeline.status(config, NOW)
+    assert s.newest_date == date(2100, 1, 1) and s.future and s.stale
+    assert s.age is not None and s.age < 0  # the truth, not clamped to "fresh"
+    assert s.as_dict()["future_date"] is True
+
+    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    assert result.exit_code == 1
+    table, reason = result.output.splitlines()[1], result.output.splitlines()[-1]
+    assert table.split()[-2:] == ["2100-01-01", "future"]
+    assert reason.startswith("timesca: stale: the newest observation is dated 2100-01-01, after")
+    assert "future_date" in reason

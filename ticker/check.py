@@ -23,6 +23,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from ticker.models import bounded_detail, shorten
+
 if TYPE_CHECKING:
     from ticker.config import Config, Source
     from ticker.store import Store
@@ -38,6 +40,7 @@ JUMP_MIN_LOG = 0.02  # about 2 %: smaller daily moves are never called jumps
 JUMP_MIN_STEPS = 2.0  # printed units of the rate: a coarse rate moves a unit by rounding
 JUMP_MIN_MOVES = 20  # fewer moves than this say too little about what is usual
 MAD_TO_SIGMA = 1.4826
+UTC_ZONE = ZoneInfo("UTC")  # for a stored source no longer in the config
 
 
 class Level(StrEnum):
@@ -50,6 +53,7 @@ LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
 # Kinds in report order, with the one-line explanation printed above their findings.
 KINDS: dict[str, str] = {
     "change_mismatch": "printed change does not match the stored rates of the day before",
+    "future_date": "dates after today: a misprinted date line or a wrong --date",
     "jump": "moves far outside the pair's usual daily moves",
     "revision": "dates whose values changed between captures",
     "inconsistent_page": "pages whose ticker copies disagree (their quotes were not stored)",
@@ -106,10 +110,14 @@ class Snapshot:
     days: tuple[Day, ...] = ()
     revisions: tuple[Revision, ...] = ()
     bad_pages: tuple[BadPage, ...] = ()
+    # (source, pair, date) -> the page the daily series' values of that day came from,
+    # for the days after Snapshot's `after` date (the candidates for future_date)
+    origins: Mapping[tuple[str, str, date], str] = field(default_factory=dict)
 
 
-def snapshot(store: Store) -> Snapshot:
-    """Everything the checks read, fetched whole (DuckDB 2 wants every result finished)."""
+def snapshot(store: Store, after: date | None = None) -> Snapshot:
+    """Everything the checks read, fetched whole (DuckDB 2 wants every result finished);
+    with `after`, also the origins of the days after that date."""
     con = store.con
     days = con.execute(
         """SELECT source, pair, date, rate_text, change_text FROM daily
@@ -129,10 +137,18 @@ def snapshot(store: Store) -> Snapshot:
            FROM captures WHERE outcome = 'inconsistent'
            ORDER BY source, header_date NULLS LAST, origin"""
     ).fetchall()
+    late = []
+    if after is not None:
+        late = con.execute(
+            """SELECT d.source, d.pair, d.date, c.origin FROM daily d
+               JOIN captures c ON c.id = d.capture_id WHERE d.date > $1""",
+            [after],
+        ).fetchall()
     return Snapshot(
         days=tuple(Day(*r) for r in days),
         revisions=tuple(Revision(*r) for r in revisions),
         bad_pages=tuple(BadPage(*r) for r in bad),
+        origins={(src, pair, day): origin for src, pair, day, origin in late},
     )
 
 
@@ -205,6 +221,7 @@ def check(snap: Snapshot, sources: Sequence[Source], stale_after: float, now: da
     }
     findings: list[Finding] = []
     findings += check_changes(series, checked)
+    findings += check_future(series, sources, now, snap.origins)
     findings += check_jumps(series, checked)
     findings += check_revisions(snap.revisions)
     findings += check_bad_pages(snap.bad_pages)
@@ -484,8 +501,12 @@ def check_revisions(revisions: Iterable[Revision]) -> list[Finding]:
 def check_bad_pages(pages: Iterable[BadPage]) -> list[Finding]:
     out = []
     for p in pages:
-        disagree = [line for line in p.detail.splitlines() if "disagree" in line]
+        # Stored details come from pages (older versions stored them whole): shortened.
+        lines = p.detail.splitlines()
+        disagree = [line for line in lines if "disagree" in line]
         when = p.header_date.isoformat() if p.header_date else (p.captured_at or "undated")
+        what = "; ".join(disagree) or "; ".join(lines) or "copies disagree"
+        detail = bounded_detail(lines) or ""
         out.append(
             Finding(
                 "inconsistent_page",
@@ -493,9 +514,53 @@ def check_bad_pages(pages: Iterable[BadPage]) -> list[Finding]:
                 p.source,
                 None,
                 p.header_date,
-                f"{p.origin} ({when}): " + ("; ".join(disagree) or p.detail or "copies disagree"),
+                f"{p.origin} ({when}): {shorten(what)}",
                 float(len(disagree)),
-                {"origin": p.origin, "captured_at": p.captured_at, "detail": p.detail},
+                {"origin": p.origin, "captured_at": p.captured_at, "detail": detail},
+            )
+        )
+    return out
+
+
+def check_future(
+    series: Mapping[tuple[str, str], Sequence[Day]],
+    sources: Sequence[Source],
+    now: datetime,
+    origins: Mapping[tuple[str, str, date], str] | None = None,
+) -> list[Finding]:
+    """Dates after today in the source's time zone (a day of slack: the site's "today"
+    may run ahead of the configured zone). Nothing can be quoted for them yet: a date
+    line misprinted (or misread) or a wrong --date put quotes there, and they blind
+    `ticker status`, whose newest observation then never ages."""
+    zones = {s.name: s.tz for s in sources}
+    found: dict[tuple[str, date], list[str]] = defaultdict(list)
+    for (source, pair), days in series.items():
+        today = now.astimezone(zones.get(source, UTC_ZONE)).date()
+        for d in reversed(days):
+            if d.date <= today + timedelta(days=1):
+                break
+            found[(source, d.date)].append(pair)
+    out = []
+    for (source, day), pairs in found.items():
+        zone = zones.get(source, UTC_ZONE)
+        today = now.astimezone(zone).date()
+        pages = sorted({o for p in pairs if (o := (origins or {}).get((source, p, day)))})
+        came = f"; from {', '.join(pages[:3])}" if pages else ""
+        more = f" and {len(pages) - 3} more" if len(pages) > 3 else ""
+        pairs.sort()
+        out.append(
+            Finding(
+                "future_date",
+                Level.ERROR,
+                source,
+                pairs[0] if len(pairs) == 1 else None,
+                day,
+                shorten(
+                    f"{source} {day}: {', '.join(pairs)} stored for a date after today "
+                    f"({today}, {zone.key}): a misprinted date line or a wrong --date{came}{more}"
+                ),
+                float((day - today).days),
+                {"pairs": pairs, "today": today.isoformat(), "origins": pages},
             )
         )
     return out
@@ -744,5 +809,6 @@ def run_check(config: Config, now: datetime) -> Report:
     from ticker.store import Store
 
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
-        snap = snapshot(store)
+        # every time zone's today + 1 is after yesterday in UTC
+        snap = snapshot(store, after=now.astimezone(UTC_ZONE).date() - timedelta(days=1))
     return check(snap, config.sources, config.stale_after, now)

@@ -159,8 +159,21 @@ def _progress_bar(items: Iterable[Any], total: int) -> Iterable[Any]:
     return tqdm(items, total=total, unit="file", leave=False, file=sys.stderr)
 
 
+LISTED = 50  # entries of each list in backfill's summary; the rest are counted
+
+
 def _print_summary(s: Any) -> None:
     echo = click.echo
+
+    def listed(entries: Sequence[tuple[str, str]], hint: str = "") -> None:
+        # Reasons and problems come from the pages and are shortened where they are made.
+        for origin, reason in entries[:LISTED]:
+            echo(f"  {origin}: {reason}" if reason else f"  {origin}")
+        if len(entries) > LISTED:
+            echo(f"  ... and {len(entries) - LISTED} more")
+        if entries and hint:
+            echo(f"  ({hint})")
+
     skipped = (
         f" ({s.files_skipped} unchanged since the last run, skipped)" if s.files_skipped else ""
     )
@@ -170,22 +183,20 @@ def _print_summary(s: Any) -> None:
     echo(f"observations:             {s.new} new, {s.already} already stored, {s.revised} revised")
     echo(f"pages without ticker:     {s.no_ticker}")
     echo(f"undated pages:            {len(s.undated)}")
-    for origin in s.undated[:50]:
-        echo(f"  {origin}")
-    if len(s.undated) > 50:
-        echo(f"  ... and {len(s.undated) - 50} more")
-    if s.undated:
-        echo("  (their quotes were not stored: re-run with --date YYYY-MM-DD to date them)")
+    listed(s.undated, "their quotes were not stored: re-run with --date YYYY-MM-DD to date them")
     echo(f"inconsistent pages:       {len(s.inconsistent)}")
-    for origin, detail in s.inconsistent[:50]:
-        echo(f"  {origin}: {detail.replace(chr(10), '; ')}")
+    listed(s.inconsistent)
+    if s.partial:
+        echo(f"pages read in part:       {len(s.partial)}")
+        listed(s.partial, "their other quotes were stored; the lines named could not be read")
+    if s.bad_dates:
+        echo(f"pages with a bad date:    {len(s.bad_dates)}")
+        listed(s.bad_dates, "their quotes were not stored: the date cannot be right")
     if s.problems:
         echo(f"pages with problems:      {len(s.problems)}")
-        for origin, detail in s.problems[:50]:
-            echo(f"  {origin}: {detail}")
+        listed(s.problems)
     echo(f"files that could not be read: {len(s.unreadable)}")
-    for origin, reason in s.unreadable:
-        echo(f"  {origin}: {reason}")
+    listed(s.unreadable)
 
 
 @cli.command()
@@ -418,7 +429,7 @@ def _print_status(rows: Sequence[Any], stale_after: float) -> None:
                 when(r.last_success),
                 str(r.failures),
                 newest,
-                _age(r.age) if r.age is not None else "-",
+                "future" if r.future else _age(r.age) if r.age is not None else "-",
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -429,7 +440,13 @@ def _print_status(rows: Sequence[Any], stale_after: float) -> None:
         if not state:
             continue
         why = []
-        if r.stale:
+        if r.future:
+            why.append(
+                f"the newest observation is dated {r.newest_date}, after today, so its age "
+                "says nothing (a misprinted date line or a wrong --date; `ticker check` "
+                "lists it as future_date)"
+            )
+        elif r.stale:
             why.append(
                 f"no observation newer than {_age(stale_after)} ([status] stale_after)"
                 if r.newest_date

@@ -8,7 +8,7 @@ import os
 import stat
 import zlib
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +20,7 @@ MAX_HEADER_LINE = 64 * 1024  # a WARC or HTTP header line longer than this is no
 MAX_HEADER_BYTES = 1024 * 1024  # all the header lines of one WARC record
 PAGE_SUFFIXES = (".txt", ".text", ".html", ".htm", ".warc")
 SOURCE_HEADER = "WARC-Ticker-Source"  # written by ticker's own archive
+_EARLIEST_STAMP = datetime.min.replace(tzinfo=UTC) + timedelta(days=2)
 _GZIP_MAGIC = b"\x1f\x8b"
 _WARC_MAGIC = b"WARC/"
 
@@ -236,10 +237,12 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
             if len(body) > MAX_PAGE_BYTES:
                 raise InputError(where, f"record larger than {MAX_PAGE_BYTES >> 20} MB")
             _check_whole(record, where)
+            captured_at, capture_problem = _warc_date(record.rec_headers.get_header("WARC-Date"))
             yield Page(
                 origin=where,
                 body=body,
-                captured_at=_warc_date(record.rec_headers.get_header("WARC-Date")),
+                captured_at=captured_at,
+                capture_problem=capture_problem,
                 url=record.rec_headers.get_header("WARC-Target-URI"),
                 source=record.rec_headers.get_header(SOURCE_HEADER),
                 content_type=ctype or None,
@@ -281,18 +284,24 @@ def _check_whole(record: Any, where: str) -> None:
         )
 
 
-def _warc_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
+def _warc_date(value: str | None) -> tuple[datetime | None, str | None]:
+    """A record's capture time, or why its WARC-Date is no usable time (None, None when
+    it has none)."""
+    if not value or not value.strip():
+        return None, None
     try:
         stamp = datetime.fromisoformat(value.strip())
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        # Every time zone must be able to show it: the first hours of year 1 cannot be
+        # shown in all of them. (A stamp in the future is refused when the page is read.)
+        if stamp.astimezone(UTC) < _EARLIEST_STAMP:
+            raise OverflowError
     except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        from datetime import UTC
-
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp
+        return None, f"WARC-Date {value.strip()[:60]!r} is not a date and time"
+    except OverflowError:
+        return None, f"WARC-Date {value.strip()[:60]!r} is out of range"
+    return stamp, None
 
 
 def _first_line(exc: BaseException) -> str:

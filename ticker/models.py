@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -9,12 +10,35 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    """What the parser made of one page."""
+    """What became of one page. The parser gives the first four; the pipeline, which
+    knows the configured pairs and the clock, adds partial and bad_date."""
 
     OK = "ok"
     NO_TICKER = "no_ticker"
     UNDATED = "undated"
     INCONSISTENT = "inconsistent"
+    PARTIAL = "partial"  # stored, but ticker lines of configured pairs were unreadable
+    BAD_DATE = "bad_date"  # a date or capture time that cannot be right; nothing stored
+
+
+# Lines made from page content (a problem, a reason) are cut to this many characters
+# before they are printed or stored: a hostile page must not flood a terminal or a row.
+LINE_LIMIT = 300
+MAX_DETAIL_LINES = 20  # problems of one page kept in captures.detail; the rest counted
+
+
+def shorten(text: str, limit: int = LINE_LIMIT) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when it is longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def bounded_detail(problems: Sequence[str]) -> str | None:
+    """A page's problems as captures.detail keeps them, one a line: each line shortened,
+    at most MAX_DETAIL_LINES of them (a hostile page can have thousands)."""
+    lines = [shorten(p) for p in problems[:MAX_DETAIL_LINES]]
+    if len(problems) > MAX_DETAIL_LINES:
+        lines.append(f"... and {len(problems) - MAX_DETAIL_LINES} more problems")
+    return "\n".join(lines) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,9 @@ class Reading:
     date: date | None = None
     copies: int = 0
     problems: tuple[str, ...] = ()  # malformed lines, disagreeing copies, bad date lines
+    # Ticker lines that could not be read: the pair each names (BASE/QUOTE), or "?" when
+    # the pair itself is unreadable.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +87,7 @@ class Page:
     url: str | None = None
     source: str | None = None  # set when the container names it (ticker's own archive)
     content_type: str | None = None
+    capture_problem: str | None = None  # why the container's capture time is unusable
 
 
 @dataclass(frozen=True, slots=True)

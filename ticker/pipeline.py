@@ -27,8 +27,15 @@ import duckdb
 
 from ticker.config import PAIR_RE, Config, Source
 from ticker.dumps import expand_names, read_pages
-from ticker.errors import ArchiveError, FetchError, InputError, StoreLockedError, TickerError
-from ticker.models import Outcome, Page
+from ticker.errors import (
+    ArchiveError,
+    FetchError,
+    InputError,
+    StoreLockedError,
+    TickerError,
+    UsageError,
+)
+from ticker.models import Outcome, Page, bounded_detail, shorten
 from ticker.parse import PARSER_VERSION, page_text, parse_text
 from ticker.store import SUCCESS_OUTCOMES, Attempt, PageRecord, PageStager, Store, WriteCounts
 
@@ -42,8 +49,12 @@ POOL_MIN_FILES = 500  # fewer files than this are read faster in this process al
 CHUNK_FILES = 250  # files per task of a backfill worker
 
 
-def page_record(page: Page, source: Source, given_date: date | None = None) -> PageRecord:
-    """Parse one page and decide the date its quotes are stored under."""
+def page_record(
+    page: Page, source: Source, given_date: date | None = None, *, now: datetime
+) -> PageRecord:
+    """Parse one page and decide the date its quotes are stored under. A date that cannot
+    be right (more than a day after the capture time, after today for a page without
+    one, or a capture time that is no usable time) stores nothing: outcome bad_date."""
     content_hash = hashlib.sha1(page.body, usedforsecurity=False).hexdigest()
     reading = parse_text(page_text(page.body, page.content_type))
     problems = list(reading.problems)
@@ -53,20 +64,36 @@ def page_record(page: Page, source: Source, given_date: date | None = None) -> P
             quotes.append(q)
         elif PAIR_RE.match(q.pair):
             problems.append(f"{q.pair} is not a configured pair of {source.name}; ignored")
+    captured, captured_day, bad_date = _capture_time(page, source, now)
     outcome = reading.outcome.value
     quote_date: date | None = None
     basis: str | None = None
     if reading.outcome in (Outcome.OK, Outcome.UNDATED) and quotes:
         if reading.date is not None:
             quote_date, basis = reading.date, "header"
-        elif page.captured_at is not None:
-            quote_date, basis = page.captured_at.astimezone(source.tz).date(), "capture"
+        elif captured_day is not None:
+            quote_date, basis = captured_day, "capture"
         elif given_date is not None:
             quote_date, basis = given_date, "given"
-        outcome = Outcome.OK.value if quote_date else Outcome.UNDATED.value
+        if bad_date is None and quote_date is not None:
+            bad_date = _date_too_late(quote_date, basis, captured_day, source, now)
+        # Partial: a configured pair is missing and a line that could be its is unreadable
+        # (one naming it, or one whose pair cannot be made out).
+        missing = set(source.pairs) - {q.pair for q in quotes}
+        unread = [u for u in reading.unreadable if u in missing or (u == "?" and missing)]
+        if bad_date is not None:
+            outcome, quote_date, basis = Outcome.BAD_DATE.value, None, None
+        elif quote_date is None:
+            outcome = Outcome.UNDATED.value
+        elif unread:
+            outcome = Outcome.PARTIAL.value
+        else:
+            outcome = Outcome.OK.value
     elif reading.outcome is Outcome.OK and not quotes:
         outcome = Outcome.NO_TICKER.value
         problems.append(f"no configured pair of {source.name} in the ticker")
+    if bad_date is not None:
+        problems.insert(0, bad_date)
     stamp = page.captured_at.isoformat() if page.captured_at else ""
     key_text = f"{source.name}\0{content_hash}\0{stamp}\0{quote_date or ''}\0{PARSER_VERSION}"
     return PageRecord(
@@ -74,7 +101,7 @@ def page_record(page: Page, source: Source, given_date: date | None = None) -> P
         source=source.name,
         origin=page.origin,
         url=page.url,
-        captured_at=page.captured_at,
+        captured_at=captured,
         content_hash=content_hash,
         outcome=outcome,
         header_date=reading.date,
@@ -82,9 +109,58 @@ def page_record(page: Page, source: Source, given_date: date | None = None) -> P
         date_basis=basis,
         parser_version=PARSER_VERSION,
         copies=reading.copies,
-        detail="\n".join(problems) or None,
+        detail=bounded_detail(problems),
         quotes=tuple(quotes) if quote_date else (),
     )
+
+
+def _capture_time(
+    page: Page, source: Source, now: datetime
+) -> tuple[datetime | None, date | None, str | None]:
+    """The page's capture time and its day in the source's time zone, or why it cannot
+    be right (then neither is used)."""
+    if page.capture_problem:
+        return None, None, page.capture_problem
+    captured = page.captured_at
+    if captured is None:
+        return None, None, None
+    shown = captured.isoformat()[:40]
+    try:
+        if captured > now + timedelta(days=1):
+            now_utc = now.astimezone(UTC)
+            return (
+                None,
+                None,
+                f"capture time {shown} is in the future (now: {now_utc:%Y-%m-%d %H:%M}Z)",
+            )
+        day = captured.astimezone(source.tz).date()
+    except (OverflowError, ValueError):
+        return None, None, f"capture time {shown} is out of range"
+    return captured, day, None
+
+
+def _date_too_late(
+    day: date, basis: str | None, captured_day: date | None, source: Source, now: datetime
+) -> str | None:
+    """Why a page's date cannot be right: more than a day after its capture time, or
+    after today (in the source's time zone) for a page without one."""
+    what = "--date is" if basis == "given" else "the date line says"
+    if captured_day is not None:
+        if day > captured_day + timedelta(days=1):
+            return (
+                f"{what} {day}, more than a day after the page was captured "
+                f"({captured_day}, {source.tz.key})"
+            )
+        return None
+    today = now.astimezone(source.tz).date()
+    if day > today:
+        return f"{what} {day}, after today ({today}, {source.tz.key})"
+    return None
+
+
+def detail_line(detail: str | None) -> str:
+    """A stored detail as one shortened line, for a summary or an attempt's error."""
+    return shorten((detail or "").replace("\n", "; "))
 
 
 @dataclass
@@ -99,14 +175,18 @@ class BackfillSummary:
     new: int = 0
     already: int = 0
     revised: int = 0
-    undated: list[str] = field(default_factory=list)
+    # Each list: (origin, the reason or the page's problems on one shortened line).
+    undated: list[tuple[str, str]] = field(default_factory=list)
     inconsistent: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)
+    bad_dates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.unreadable else 0
+        """1 when a file could not be read or a page has a date that cannot be right."""
+        return 1 if self.unreadable or self.bad_dates else 0
 
     def add(self, counts: WriteCounts) -> None:
         self.new += counts.new
@@ -122,6 +202,8 @@ class BackfillSummary:
         self.no_ticker += part.no_ticker
         self.undated += part.undated
         self.inconsistent += part.inconsistent
+        self.partial += part.partial
+        self.bad_dates += part.bad_dates
         self.problems += part.problems
         self.unreadable += part.unreadable
 
@@ -149,6 +231,12 @@ def backfill(
     store, opening it for that write alone.
     """
     default_source = config.source(source_name)
+    today = now.astimezone(default_source.tz).date()
+    if given_date is not None and given_date > today:
+        raise UsageError(
+            f"--date {given_date} is after today ({today} in {default_source.tz.key}); "
+            "give the date the pages were saved on"
+        )
     summary = BackfillSummary()
     files, missing = expand_names(args)
     summary.unreadable.extend(missing)
@@ -164,7 +252,7 @@ def backfill(
     size = max(1, min(CHUNK_FILES, BATCH_PAGES // 4, -(-len(files) // (workers * 4))))
     with contextlib.ExitStack() as stack:
         stage_dir = Path(stack.enter_context(_stage_dir()))
-        job = _ReadJob(config.sources, default_source.name, given_date, stage_dir)
+        job = _ReadJob(config.sources, default_source.name, given_date, stage_dir, now)
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
 
@@ -221,6 +309,7 @@ class _ReadJob:
     default_source: str
     given_date: date | None
     stage_dir: Path
+    now: datetime
 
 
 @dataclass(frozen=True)
@@ -274,21 +363,38 @@ def _read_chunk(job: _ReadJob, first_no: int, chunk: Sequence[tuple[str, str]]) 
     try:
         for file_no, (path, key) in enumerate(chunk, first_no):
             n = 0
+            again = False  # read the file again next time: a page of it was not loaded
             try:
                 for page in read_pages(path):
                     source = by_name.get(page.source or "", default)
-                    record = page_record(page, source, job.given_date)
+                    try:
+                        record = page_record(page, source, job.given_date, now=job.now)
+                    except Exception as exc:  # a parser bug on one page must not stop the run
+                        part.unreadable.append((page.origin, _failure("the parser", exc)))
+                        again = True
+                        continue
                     stager.add_page(file_no, n, record)
                     n += 1
                     _tally(part, record)
+                    again = again or record.outcome == Outcome.BAD_DATE
             except InputError as exc:
-                part.unreadable.append((exc.origin, exc.reason))
+                part.unreadable.append((exc.origin, shorten(exc.reason)))
+            except Exception as exc:  # a reader bug on one file must not stop the run
+                part.unreadable.append((path, _failure("reading it", exc)))
             else:
-                stager.add_file(key, path, n)
+                if not again:
+                    stager.add_file(key, path, n)
             part.files_read += 1
     finally:
         stager.close()
     return _Chunk(len(chunk), stager.pages, stager.pages_path, stager.files_path, part)
+
+
+def _failure(what: str, exc: Exception) -> str:
+    return shorten(
+        f"{what} failed ({type(exc).__name__}: {exc}); this is a bug in ticker, please "
+        "report it with the file"
+    )
 
 
 class _BatchWriter:
@@ -408,12 +514,14 @@ def _tally(summary: BackfillSummary, record: PageRecord) -> None:
         summary.no_ticker += 1
     else:
         summary.with_ticker += 1
-    if outcome == Outcome.UNDATED:
-        summary.undated.append(record.origin)
-    elif outcome == Outcome.INCONSISTENT:
-        summary.inconsistent.append((record.origin, record.detail or ""))
-    elif record.detail:
-        summary.problems.append((record.origin, record.detail.replace("\n", "; ")))
+    listed = {
+        Outcome.UNDATED: summary.undated,
+        Outcome.INCONSISTENT: summary.inconsistent,
+        Outcome.PARTIAL: summary.partial,
+        Outcome.BAD_DATE: summary.bad_dates,
+    }.get(Outcome(outcome), summary.problems)
+    if record.detail or listed is not summary.problems:
+        listed.append((record.origin, detail_line(record.detail)))
 
 
 # --- charts: the daily series from the store, drawn as PNGs ----------------------------------
@@ -607,7 +715,7 @@ def _fetch_source(
         content_type=got.content_type,
     )
     try:
-        record = page_record(page, source)
+        record = page_record(page, source, now=started)
     except Exception as exc:  # a parser bug must not lose the attempt or stop the daemon
         _log.debug("parser failure on %s", source.url, exc_info=True)
         failed = replace(
@@ -625,9 +733,9 @@ def _fetch_source(
             f"markup changed?); {kept}"
         )
         if record.detail:
-            error += f" ({record.detail.replace(chr(10), '; ')})"
+            error += f" ({detail_line(record.detail)})"
     elif outcome != Outcome.OK:
-        error = f"{source.url}: {outcome} page: {(record.detail or '').replace(chr(10), '; ')}"
+        error = f"{source.url}: {outcome} page: {detail_line(record.detail)}"
     if archive_error:
         outcome = FetchOutcome.ARCHIVE_ERROR.value
         error = archive_error + (f"; also: {error}" if error else "")
@@ -755,7 +863,13 @@ def _flush_pending(config: Config, store: Store, now: datetime) -> None:
                     _log.warning("spooled attempt %s: %s; recorded without its page", file, exc)
                     pages = []
                 for page in pages:
-                    record = page_record(page, source)
+                    try:
+                        record = page_record(page, source, now=now)
+                    except Exception as exc:  # a parser bug on one page must not cost the attempt
+                        _log.warning(
+                            "spooled attempt %s: the parser failed on its page (%r)", file, exc
+                        )
+                        continue
                     attempt = _with_counts(attempt, record, store.write_pages([record], now=now))
             store.record_attempts([attempt], now)
         except Exception as exc:  # one bad entry must not block every later job
@@ -792,6 +906,9 @@ class SourceStatus:
     age: float | None  # seconds since the start of newest_date in the source's time zone
     stale: bool
     failing: bool
+    # The newest observation is dated after today (with a day of slack): its age says
+    # nothing, so the source is not fresh (stale is set too) until the date is put right.
+    future: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         def stamp(t: datetime | None) -> str | None:
@@ -810,6 +927,7 @@ class SourceStatus:
             "age_seconds": round(self.age) if self.age is not None else None,
             "stale": self.stale,
             "failing": self.failing,
+            "future_date": self.future,
         }
 
 
@@ -821,10 +939,12 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
         health = [store.source_health(s.name) for s in config.sources]
     out = []
     for source, h in zip(config.sources, health, strict=True):
-        age = None
+        age, future = None, False
         if h.newest_date is not None:
             day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
             age = (now - day_start).total_seconds()
+            today = now.astimezone(source.tz).date()
+            future = h.newest_date > today + timedelta(days=1)
         out.append(
             SourceStatus(
                 source=source.name,
@@ -837,8 +957,9 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
                 failures=h.failures,
                 newest_date=h.newest_date,
                 age=age,
-                stale=age is None or age > config.stale_after,
+                stale=age is None or age > config.stale_after or future,
                 failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
+                future=future,
             )
         )
     return out

@@ -85,7 +85,7 @@ def stages(config: Config, url: str, runs: int) -> dict[str, float]:
         )
         t2 = time.perf_counter()
         page_ = Page(url, got.body, now, url, source.name, got.content_type)
-        record = pipeline.page_record(page_, source)
+        record = pipeline.page_record(page_, source, now=now)
         t3 = time.perf_counter()
         attempt = Attempt(f"bench{i}", source.name, url, now, t3 - t0, "ok")
         with Store.open(config.store_path, config.lock_timeout) as store:
