@@ -75,6 +75,15 @@ def _as_date(value: datetime | None) -> date | None:
     return value.date() if value else None
 
 
+def _out_path(value: str | None, wanted: str) -> Path | None:
+    """The --out path; an empty one is refused (Path("") would mean the current directory)."""
+    if value is None:
+        return None
+    if not value:
+        raise UsageError(f"--out is empty; give {wanted}")
+    return Path(value)
+
+
 def _pair(config: Config, text: str) -> str:
     """'kzt', 'KZT-USD' and 'KZT/USD' all name KZT/USD; anything else is refused."""
     pair = text.strip().upper().replace("-", "/")
@@ -236,11 +245,9 @@ def history(
     show_default=True,
     help="Output format (parquet needs --out).",
 )
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default stdout)."
-)
+@click.option("--out", type=click.Path(), help="Output file (default stdout).")
 @click.pass_context
-def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
+def export(ctx: click.Context, fmt: str, out: str | None) -> None:
     """The daily series: one row per source, pair and date, sorted, as printed on the page.
 
     Columns: source, pair, date, rate, change_pct. Two exports of the same data are
@@ -253,9 +260,10 @@ def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
     from ticker.export import write_export
 
     config = _config(ctx)
-    count = write_export(config, fmt, out)
-    if out is not None:
-        click.echo(f"wrote {count} rows to {out}", err=True)
+    path = _out_path(out, "a file name")
+    count = write_export(config, fmt, path)
+    if path is not None:
+        click.echo(f"wrote {count} rows to {path}", err=True)
 
 
 @cli.command()
@@ -465,9 +473,7 @@ def run(ctx: click.Context) -> None:
 @click.option("--until", type=DATE, help="Last date drawn (default: the newest stored).")
 @click.option("--pair", "pairs", multiple=True, help="Only this pair (repeat for more).")
 @click.option("--all", "everything", is_flag=True, help="Draw all the data, not the window.")
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output directory."
-)
+@click.option("--out", "out_dir", type=click.Path(), help="Output directory.")
 @click.option("--source", "source_name", help="Source to draw (default: the first).")
 @click.pass_context
 def chart(
@@ -476,7 +482,7 @@ def chart(
     until: datetime | None,
     pairs: tuple[str, ...],
     everything: bool,
-    out_dir: Path | None,
+    out_dir: str | None,
     source_name: str | None,
 ) -> None:
     """Draw PNG charts: one per pair (rate, and the day's change as bars) and
@@ -503,7 +509,7 @@ def chart(
         until=_as_date(until),
         pairs=wanted or None,
         everything=everything,
-        out_dir=out_dir,
+        out_dir=_out_path(out_dir, "a directory"),
         source_name=source_name,
     )
     report = result.report
