@@ -1,7 +1,7 @@
 """Every output target of every command: a regular file (or a new path) is replaced whole,
 a link, device or named pipe is written through, new files honour the umask and replaced
 ones keep their mode; every bad place gives one `error:` line and an exit code and harms
-nothing else.
+nothing else; a stdout that is full or closed ends the command cleanly.
 
 Read-only directories and full disks are bind or tmpfs mounts made inside a private mount
 namespace (`unshare -m`), so they vanish with the process; where that is not permitted
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MARCH_20, Project, one_error_line, text_page
+from servers import LocalServer, html, page, write_config
 
 from ticker.chart import read_fingerprint
 
@@ -435,3 +436,98 @@ def test_a_bad_output_place_is_one_error_line(
     place.unharmed(printed)
     assert (tmp_path / "afile").read_bytes() == OLD
     assert loaded.export("csv").count("\n") == 11  # the store is as it was
+
+
+# --- stdout: full, or a reader that has gone -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as server:
+        server.route("/", html(page(date="09 December 2025")))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def live_template(tmp_path_factory: pytest.TempPathFactory, server: LocalServer) -> Path:
+    """A project with a source on the local server and two stored days; made once."""
+    root = tmp_path_factory.mktemp("live")
+    config = write_config(root, server.url("/"), retries=0)
+    dumps = root / "dumps"
+    dumps.mkdir()
+    (dumps / "a.txt").write_text(text_page(MARCH_20, "20 March 2025"), encoding="utf-8")
+    (dumps / "b.txt").write_text(text_page(DEC_09, "09 December 2025"), encoding="utf-8")
+    proc = ticker(config, "backfill", str(dumps))
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.fixture
+def live(live_template: Path, tmp_path: Path) -> Path:
+    """A copy of the live template under this test's tmp_path; its config."""
+    shutil.copytree(live_template, tmp_path / "live")
+    return tmp_path / "live" / "config.toml"
+
+
+def ticker(
+    config: Path, *args: str, stdout: int | None = subprocess.PIPE, close_stdout: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ticker --config CONFIG ARGS` with its stdout on `stdout`, or closed."""
+    return subprocess.run(
+        [sys.executable, "-m", "ticker", "--config", str(config), *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=(lambda: os.close(1)) if close_stdout else None,
+    )
+
+
+PRINTING = {
+    "latest": ("latest",),
+    "history": ("history", "KZT"),
+    "export": ("export",),
+    "check": ("check",),
+    "status": ("status",),
+    "backfill": ("backfill", "{dumps}"),
+    "scrape": ("scrape",),
+    "chart": ("chart", "--pair", "KZT"),
+    "help": ("--help",),
+}
+
+
+def _args(name: str, config: Path) -> list[str]:
+    return [a.replace("{dumps}", str(config.parent / "dumps")) for a in PRINTING[name]]
+
+
+@pytest.mark.parametrize("name", list(PRINTING))
+@pytest.mark.parametrize("kind", ["full", "closed"])
+def test_stdout_that_cannot_be_written_is_one_error_line(live: Path, kind: str, name: str) -> None:
+    """Stdout on a full device (`ticker latest > /dev/full`), or closed (`>&-`)."""
+    if kind == "full":
+        fd = os.open(mknod(live.parent / "full", 7), os.O_WRONLY)
+        try:
+            proc = ticker(live, *_args(name, live), stdout=fd)
+        finally:
+            os.close(fd)
+        says = "No space left on device (free some space or choose another place)"
+    else:
+        proc = ticker(live, *_args(name, live), stdout=None, close_stdout=True)
+        says = "it is closed (start ticker with it open)"
+    assert one_error_line(proc.stderr) == f"error: standard output: {says}"
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("name", list(PRINTING))
+def test_stdout_closed_by_its_reader_exits_quietly(live: Path, name: str) -> None:
+    """`ticker export | head -1`: the reader has gone; no traceback, no noise at exit."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = ticker(live, *_args(name, live), stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert "error" not in proc.stderr.lower(), proc.stderr
+    assert proc.returncode == 1

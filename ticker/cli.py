@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 from ticker import __version__
 from ticker.config import PAIR_RE, Config, load_config
-from ticker.errors import TickerError, UsageError
+from ticker.errors import OutputError, TickerError, UsageError
+from ticker.output import output_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -530,5 +534,61 @@ def chart(
         ctx.exit(1)
 
 
+class _Stdout:
+    """sys.stdout while ticker runs: a write or flush that fails becomes one error line
+    (OutputError, exit code 1), or a quiet exit 1 when the reader has gone (`ticker export
+    | head -1`); what is still buffered then goes to /dev/null, so that the flush at exit
+    cannot fail a second time."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream  # None: ticker was started with its stdout closed
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:  # click probes a stream with write(""); /dev/full fails even that
+            return 0
+        if self.stream is None:
+            raise OutputError("standard output", "it is closed", "start ticker with it open")
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def _failed(self, exc: OSError) -> Exception:
+        assert self.stream is not None
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        if exc.errno == errno.EPIPE:
+            return BrokenPipeError(errno.EPIPE, exc.strerror)
+        return output_error("standard output", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="ticker")
+    stdout = _Stdout(sys.stdout)
+    sys.stdout = stdout
+    try:
+        try:
+            cli.main(args=argv, prog_name="ticker")
+        finally:
+            stdout.flush()
+    except BrokenPipeError:
+        sys.exit(1)  # the reader stopped early: exit quietly, as other tools do
+    except TickerError as exc:  # stdout failed outside a command (--help, the last flush)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        sys.stdout = stdout.stream
