@@ -201,7 +201,7 @@ def _with_gaps(
         xs.append(p.date)
         ys.append(v)
         prev = p.date
-    if coarse and prev is not None:
+    if coarse and prev is not None and prev < date.max:
         xs.append(prev + one_day)
         ys.append(ys[-1])
     return tuple(xs), tuple(ys)
@@ -451,7 +451,9 @@ def _x_limits(since: date, until: date) -> tuple[float, float]:
     """The date axis limits: the window with room for the first and last day's bar."""
     import matplotlib.dates as mdates
 
-    return float(mdates.date2num(since)) - 0.7, float(mdates.date2num(until)) + 0.7
+    # matplotlib's dates end at 1 January of year 1: the room is kept inside them
+    first = float(mdates.date2num(date.min))
+    return max(float(mdates.date2num(since)) - 0.7, first), float(mdates.date2num(until)) + 0.7
 
 
 def _date_axis(ax: Axes) -> None:
