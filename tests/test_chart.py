@@ -399,3 +399,93 @@ def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
         config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"], since=date(2025, 1, 1)
     )
     assert run.since == date(2025, 1, 1)
+
+
+# ---------------------------------------------------------------- the calendar's edges
+
+
+def _store_days(db: Path, days: Iterable[date]) -> None:
+    """Store KZT (fine) and UZS (coarse, drawn as steps) quotes for each day."""
+    from ticker.models import Quote
+    from ticker.store import PageRecord, Store
+
+    pages = [
+        PageRecord(
+            f"k{d}",
+            "timesca",
+            f"p/{d}",
+            None,
+            None,
+            f"h{d}",
+            "ok",
+            d,
+            d,
+            "header",
+            2,
+            8,
+            None,
+            (Quote("KZT", "USD", f"0.0019{i % 10}", "-0"), Quote("UZS", "USD", "0.00008", "0.1")),
+        )
+        for i, d in enumerate(days)
+    ]
+    with Store.open(db) as store:
+        store.write_pages(pages)
+
+
+NOW_DAYS = (date(2025, 3, 20), date(2025, 3, 21), date(2025, 3, 23))
+YEAR_1 = (date(1, 1, 1), date(1, 1, 2), date(1, 1, 4))
+YEAR_9999 = (date(9999, 12, 28), date(9999, 12, 29), date(9999, 12, 31))
+
+
+@pytest.mark.parametrize(
+    ("days", "args", "outcome"),
+    [
+        (NOW_DAYS, ["--since", "9999-12-30"], "after it ends on 2025-03-23"),
+        (NOW_DAYS, ["--until", "0001-01-01"], "after it ends on 0001-01-01 (--until)"),
+        (NOW_DAYS, ["--since", "0001-01-01", "--until", "0001-01-02"], "no data between"),
+        (YEAR_1, [], "drawn"),  # the window_days before 4 Jan of year 1 start on 1 Jan
+        (YEAR_1, ["--all"], "drawn"),
+        (YEAR_1, ["--since", "0001-01-01", "--until", "0001-01-02"], "drawn"),
+        (YEAR_9999, ["--until", "9999-12-31"], "drawn"),
+        (YEAR_9999, ["--all"], "after it ends on"),  # stored days after today
+        (YEAR_1 + YEAR_9999, ["--all", "--until", "9999-12-31"], "drawn"),
+    ],
+)
+def test_windows_at_the_edges_of_the_calendar_draw_or_say_why(
+    tmp_path: Path, days: tuple[date, ...], args: list[str], outcome: str
+) -> None:
+    """matplotlib's dates run from year 1 to 9999; a window at either edge is drawn, and
+    one that holds no stored day is one usage error, never a traceback."""
+    from conftest import Project, one_error_line
+
+    project = Project(tmp_path / "p", extra='[charts]\ndir = "charts"\n')
+    _store_days(project.db, days)
+    result = project.run("chart", "--pair", "KZT", "--pair", "UZS", *args)
+    if outcome == "drawn":
+        assert result.exit_code == 0, result.output
+        for name in ("KZT-USD.png", "UZS-USD.png", "overview.png"):
+            assert read_fingerprint(project.root / "charts" / name) is not None
+    else:
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.stderr)
+        assert "nothing to draw" in line and outcome in line
+        assert f"data is stored from {days[0]} to {days[-1]}" in line
+
+
+def test_a_window_reaching_before_year_1_starts_there(tmp_path: Path) -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from ticker.config import ChartsConfig, Config
+    from ticker.pipeline import render_charts as render_from_store
+
+    config = dataclasses.replace(
+        Config(),
+        store_path=tmp_path / "t.duckdb",
+        charts=ChartsConfig(dir=tmp_path / "charts", window_days=10**9),
+    )
+    _store_days(config.store_path, YEAR_1 + NOW_DAYS)
+    now = datetime(2025, 5, 1, tzinfo=UTC)
+    run = render_from_store(config, now=now, pairs=["KZT/USD"])
+    assert (run.since, run.until) == (date(1, 1, 1), date(2025, 3, 23))
+    assert run.report is not None and len(run.report.written) == 2

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
@@ -19,9 +18,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 from importlib import metadata as _metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ticker.models import Point, Series
+from ticker.output import make_dir, write_file
 
 if TYPE_CHECKING:  # matplotlib is imported only by the functions that draw
     from matplotlib.axes import Axes
@@ -201,7 +201,7 @@ def _with_gaps(
         xs.append(p.date)
         ys.append(v)
         prev = p.date
-    if coarse and prev is not None:
+    if coarse and prev is not None and prev < date.max:
         xs.append(prev + one_day)
         ys.append(ys[-1])
     return tuple(xs), tuple(ys)
@@ -451,7 +451,9 @@ def _x_limits(since: date, until: date) -> tuple[float, float]:
     """The date axis limits: the window with room for the first and last day's bar."""
     import matplotlib.dates as mdates
 
-    return float(mdates.date2num(since)) - 0.7, float(mdates.date2num(until)) + 0.7
+    # matplotlib's dates end at 1 January of year 1: the room is kept inside them
+    first = float(mdates.date2num(date.min))
+    return max(float(mdates.date2num(since)) - 0.7, first), float(mdates.date2num(until)) + 0.7
 
 
 def _date_axis(ax: Axes) -> None:
@@ -850,24 +852,18 @@ def read_fingerprint(path: Path) -> str | None:
 
 
 def _save_png(rgb: Any, path: Path, metadata: dict[str, str]) -> None:
-    """Encode to a temporary file in the same directory, then rename over `path`."""
+    """Encode and write the PNG the way ticker.output writes every file: a regular file
+    replaced whole (temporary file, rename), a link or device written through."""
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(rgb, "RGB").save(fh, "png", pnginfo=info, dpi=(DPI, DPI))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    def encode(fh: BinaryIO) -> None:
+        Image.fromarray(rgb, "RGB").save(fh, "png", pnginfo=info, dpi=(DPI, DPI))
+
+    write_file(path, encode)
 
 
 class _Writer:
@@ -927,7 +923,7 @@ def render_charts(
     if since and until and since > until:
         raise ValueError(f"the window starts ({since}) after it ends ({until})")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     _remove_stale_temps(out_dir)
     written: list[Path] = []
     unchanged: list[Path] = []

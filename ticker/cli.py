@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 from ticker import __version__
 from ticker.config import PAIR_RE, Config, load_config
-from ticker.errors import TickerError, UsageError
+from ticker.errors import OutputError, TickerError, UsageError
+from ticker.output import output_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -86,6 +90,15 @@ def _now() -> datetime:
 
 def _as_date(value: datetime | None) -> date | None:
     return value.date() if value else None
+
+
+def _out_path(value: str | None, wanted: str) -> Path | None:
+    """The --out path; an empty one is refused (Path("") would mean the current directory)."""
+    if value is None:
+        return None
+    if not value:
+        raise UsageError(f"--out is empty; give {wanted}")
+    return Path(value)
 
 
 def _pair(config: Config, text: str) -> str:
@@ -261,11 +274,9 @@ def history(
     show_default=True,
     help="Output format (parquet needs --out).",
 )
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default stdout)."
-)
+@click.option("--out", type=click.Path(), help="Output file (default stdout).")
 @click.pass_context
-def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
+def export(ctx: click.Context, fmt: str, out: str | None) -> None:
     """The daily series: one row per source, pair and date, sorted, as printed on the page.
 
     Columns: source, pair, date, rate, change_pct. Two exports of the same data are
@@ -278,10 +289,11 @@ def export(ctx: click.Context, fmt: str, out: Path | None) -> None:
     from ticker.export import write_export
 
     config = _config(ctx)
-    count = write_export(config, fmt, out)
+    path = _out_path(out, "a file name")
+    count = write_export(config, fmt, path)
     _read_only(ctx)  # after the export's own checks of its arguments
-    if out is not None:
-        click.echo(f"wrote {count} rows to {out}", err=True)
+    if path is not None:
+        click.echo(f"wrote {count} rows to {path}", err=True)
 
 
 @cli.command()
@@ -497,9 +509,7 @@ def run(ctx: click.Context) -> None:
 @click.option("--until", type=DATE, help="Last date drawn (default: the newest stored).")
 @click.option("--pair", "pairs", multiple=True, help="Only this pair (repeat for more).")
 @click.option("--all", "everything", is_flag=True, help="Draw all the data, not the window.")
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output directory."
-)
+@click.option("--out", "out_dir", type=click.Path(), help="Output directory.")
 @click.option("--source", "source_name", help="Source to draw (default: the first).")
 @click.pass_context
 def chart(
@@ -508,7 +518,7 @@ def chart(
     until: datetime | None,
     pairs: tuple[str, ...],
     everything: bool,
-    out_dir: Path | None,
+    out_dir: str | None,
     source_name: str | None,
 ) -> None:
     """Draw PNG charts: one per pair (rate, and the day's change as bars) and
@@ -536,7 +546,7 @@ def chart(
         until=_as_date(until),
         pairs=wanted or None,
         everything=everything,
-        out_dir=out_dir,
+        out_dir=_out_path(out_dir, "a directory"),
         source_name=source_name,
     )
     report = result.report
@@ -557,5 +567,61 @@ def chart(
         ctx.exit(1)
 
 
+class _Stdout:
+    """sys.stdout while ticker runs: a write or flush that fails becomes one error line
+    (OutputError, exit code 1), or a quiet exit 1 when the reader has gone (`ticker export
+    | head -1`); what is still buffered then goes to /dev/null, so that the flush at exit
+    cannot fail a second time."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream  # None: ticker was started with its stdout closed
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:  # click probes a stream with write(""); /dev/full fails even that
+            return 0
+        if self.stream is None:
+            raise OutputError("standard output", "it is closed", "start ticker with it open")
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def _failed(self, exc: OSError) -> Exception:
+        assert self.stream is not None
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        if exc.errno == errno.EPIPE:
+            return BrokenPipeError(errno.EPIPE, exc.strerror)
+        return output_error("standard output", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="ticker")
+    stdout = _Stdout(sys.stdout)
+    sys.stdout = stdout
+    try:
+        try:
+            cli.main(args=argv, prog_name="ticker")
+        finally:
+            stdout.flush()
+    except BrokenPipeError:
+        sys.exit(1)  # the reader stopped early: exit quietly, as other tools do
+    except TickerError as exc:  # stdout failed outside a command (--help, the last flush)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        sys.stdout = stdout.stream

@@ -49,6 +49,23 @@ class UsageError(TickerError):
     """A command was given an argument it cannot use (an unknown pair, a bad date)."""
 
 
+class OutputError(TickerError):
+    """A file, directory or stream ticker writes (export, charts, stdout) cannot be written.
+
+    Exit code 2 when the path itself cannot name it (a directory where a file is wanted,
+    a missing directory, a file in the way), 1 when writing it failed (read-only,
+    permission denied, disk full, a device error)."""
+
+    def __init__(self, path: Path | str, problem: str, hint: str = "", exit_code: int = 1) -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.exit_code = exit_code
+        message = f"{path}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
 class InputError(TickerError):
     """One input file or page cannot be read; backfill lists these and goes on."""
 

@@ -5,34 +5,32 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import duckdb
+
 from ticker.config import Config
-from ticker.errors import UsageError
+from ticker.errors import OutputError, UsageError
+from ticker.output import check_file_place, output_error, write_bytes, write_file
 from ticker.store import Store
 
 COLUMNS = ("source", "pair", "date", "rate", "change_pct")
 
 
 def write_export(config: Config, fmt: str, out: Path | None) -> int:
-    """Write the export; to a file it is written whole (temp file, then rename)."""
+    """Write the export to `out` (see ticker.output: a regular file is replaced whole, a
+    link, device or pipe written through) or to stdout; returns the number of rows."""
     if fmt == "parquet" and out is None:
         raise UsageError("parquet is binary: give --out FILE.parquet")
-    if out is not None and not out.parent.exists():
-        raise UsageError(f"{out}: directory {out.parent} does not exist")
+    if out is not None:
+        check_file_place(out)  # before the database is opened
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         if fmt == "parquet":
             assert out is not None
-            tmp = _temp_path(out)
-            try:
-                count = store.write_parquet(tmp)
-                os.replace(tmp, out)
-            finally:
-                tmp.unlink(missing_ok=True)
-            return count
+            return _write_parquet(store, out)
         rows = [r.as_dict() for r in store.daily()]
     if fmt == "json":
         text = json.dumps(rows, indent=2) + "\n"
@@ -45,16 +43,25 @@ def write_export(config: Config, fmt: str, out: Path | None) -> int:
     if out is None:
         sys.stdout.write(text)
     else:
-        tmp = _temp_path(out)
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes(out, text.encode("utf-8"))
     return len(rows)
 
 
-def _temp_path(out: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    return Path(name)
+def _write_parquet(store: Store, out: Path) -> int:
+    """DuckDB writes Parquet to a path of its own: a private temporary directory, from
+    which the file is copied to `out` the same way as the other formats."""
+    try:
+        scratch_dir = tempfile.TemporaryDirectory(prefix="ticker-export-")
+    except OSError as exc:
+        raise output_error(tempfile.gettempdir(), exc) from None
+    with scratch_dir as scratch:
+        tmp = Path(scratch) / "export.parquet"
+        try:
+            count = store.write_parquet(tmp)
+        except duckdb.IOException as exc:
+            raise OutputError(
+                scratch, f"cannot write the Parquet file: {exc}", "set TMPDIR to a roomier place"
+            ) from None
+        with tmp.open("rb") as src:
+            write_file(out, lambda fh: shutil.copyfileobj(src, fh))
+    return count

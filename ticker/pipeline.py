@@ -557,11 +557,25 @@ def render_charts(
         first, last = store.date_span(source.name)
         if first is None or last is None:
             return ChartRun(since, until, None)
-        end = until or min(last, now.date())
+        today = now.date()
+        end = until or min(last, today)
         # The window never starts before the first stored day: a store younger than
         # window_days is drawn from its first day, not from an empty stretch before it.
-        window_start = end - timedelta(days=config.charts.window_days - 1)
+        # (Counted in ordinals: a window reaching before 1 January of year 1 starts there.)
+        window_start = date.fromordinal(max(end.toordinal() - config.charts.window_days + 1, 1))
         start = since or (first if everything or first > window_start else window_start)
+        if start > end:
+            began = "--since" if since else "the first stored day"
+            ended = "--until" if until else ("today" if last > today else "the newest stored day")
+            raise UsageError(
+                f"nothing to draw: the window would start on {start} ({began}), after it "
+                f"ends on {end} ({ended}); data is stored from {first} to {last}"
+            )
+        if end < first or start > last:
+            raise UsageError(
+                f"nothing to draw: no data between {start} and {end}; data is stored from "
+                f"{first} to {last}"
+            )
         series = store.series(source.name, wanted, start, end)
     report = draw(
         series,
