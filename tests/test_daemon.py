@@ -242,19 +242,26 @@ def test_ticker_run_scrapes_serves_readers_and_stops_on_sigterm(
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_running_job_finish(tmp_path: Path, server: LocalServer) -> None:
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
+)
+def test_a_stop_signal_lets_the_running_job_finish(
+    tmp_path: Path, server: LocalServer, signum: signal.Signals
+) -> None:
     server.route("/", hang())
     cfg = write_config(tmp_path, server.url("/"), scrape=3600, timeout=1.5)
     proc = _start(cfg)
     try:
         _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
-        proc.send_signal(signal.SIGTERM)  # mid-fetch: the job ends with its timeout
+        proc.send_signal(signum)  # mid-fetch: the job ends with its timeout
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert err.index("SIGTERM") < err.index("scrape timesca timeout")
+    stopping = f"{signum.name}: stopping after the running job"
+    assert err.index(stopping) < err.index("scrape timesca timeout") < err.index("stopped")
     config = replace(load_config(cfg))
     assert pipeline.status(config, datetime.now(UTC))[0].last_outcome == "timeout"
+

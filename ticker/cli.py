@@ -446,7 +446,7 @@ def run(ctx: click.Context) -> None:
     seconds), and redraw the charts after new data and on [schedule] charts.
 
     Logs one line per job run on stderr. A failing job (network, page, locked
-    database) is logged and the daemon goes on. SIGTERM or Ctrl-C: the running job
+    database) is logged and the daemon goes on. SIGTERM, SIGHUP or Ctrl-C: the running job
     finishes (or is abandoned after 30 s) and the process exits 0. The database is
     open only during a job, so the other commands work while it runs.
 

@@ -30,6 +30,7 @@ log = logging.getLogger("ticker.run")
 # How long a stop signal waits for the running job before abandoning it. Kept below
 # systemd's default TimeoutStopSec (90 s), so a stop never ends in SIGKILL.
 SHUTDOWN_GRACE = 30.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -240,7 +241,7 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
 
 
 def run(config: Config) -> int:
-    """Run the daemon until SIGTERM or SIGINT; return the exit code (0)."""
+    """Run the daemon until SIGTERM, SIGINT or SIGHUP; return the exit code (0)."""
     from apscheduler.schedulers import SchedulerNotRunningError
 
     if log.getEffectiveLevel() > logging.DEBUG:
@@ -261,7 +262,8 @@ def run(config: Config) -> int:
         except SchedulerNotRunningError:
             pass
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # A hang-up (the terminal or ssh session of `make run` closing) stops it the same way.
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     log.info(
         "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
         ", ".join(s.name for s in config.sources),
