@@ -116,6 +116,8 @@ BAD = {
     "lock_timeout text": ('[store]\nlock_timeout = "soon"\n', "store.lock_timeout"),
     "negative lock_timeout": ("[store]\nlock_timeout = -1\n", "store.lock_timeout"),
     "path not a string": ("[store]\npath = 3\n", "store.path"),
+    "zero deadline": ("[http]\ndeadline = 0\n", "http.deadline"),
+    "deadline text": ('[http]\ndeadline = "3m"\n', "http.deadline"),
     "empty path": ('[store]\npath = ""\n', "store.path"),
 }
 

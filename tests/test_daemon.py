@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import LocalServer, hang, html, page, write_config
+from servers import DRIPS, LocalServer, drip, hang, html, page, write_config
 
 from ticker import pipeline
 from ticker.config import Config, ScheduleConfig, load_config
@@ -265,3 +265,28 @@ def test_a_stop_signal_lets_the_running_job_finish(
     config = replace(load_config(cfg))
     assert pipeline.status(config, datetime.now(UTC))[0].last_outcome == "timeout"
 
+
+@pytest.mark.slow
+def test_a_trickling_server_ends_each_job_at_the_deadline_and_runs_stay_on_time(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    head, filler = DRIPS["body-with-length"]
+    server.route("/", drip(head, filler, seconds=60))  # 60 s of a byte every 0.05 s
+    cfg = write_config(tmp_path, server.url("/"), scrape=2, timeout=0.5, retries=0, deadline=1)
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 3, 20, "three scrapes, each on time")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    starts = [s.at for s in server.seen]
+    assert all(b - a < 3.5 for a, b in zip(starts, starts[1:], strict=False)), starts
+    assert err.count("scrape timesca timeout") >= 2 and "[http] deadline = 1 s" in err
+    assert "skipped" not in err and "abandoned" not in err
+    config = load_config(cfg)
+    [s] = pipeline.status(config, datetime.now(UTC))
+    assert s.last_outcome == "timeout" and s.failures >= 2

@@ -40,6 +40,7 @@ class HttpConfig:
     backoff: float = 1.0
     max_retry_after: float = 120.0
     verify_tls: bool = True
+    deadline: float = 180.0  # a whole fetch, retries and waits included
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         path,
         raw.get("http", {}),
         "http",
-        {"timeout", "max_bytes", "retries", "backoff", "max_retry_after", "verify_tls"},
+        {"timeout", "max_bytes", "retries", "backoff", "max_retry_after", "verify_tls", "deadline"},
     )
     archive = _Reader(path, raw.get("archive", {}), "archive", {"dir"})
     sched = _Reader(
@@ -264,6 +265,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             backoff=http.number("backoff", 1.0),
             max_retry_after=http.number("max_retry_after", 120.0),
             verify_tls=http.get("verify_tls", bool, True, "true or false"),
+            deadline=http.number("deadline", 180.0, minimum=0.001),
         ),
         archive_dir=archive.path_value("dir", "db/pages", base),
         schedule=ScheduleConfig(
