@@ -6,7 +6,7 @@ import csv
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -266,8 +266,7 @@ class Store:
         counts = WriteCounts()
         now = now or datetime.now().astimezone()
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con, self.path):
             keys = list(dict.fromkeys(p.page_key for p in pages))
             existing = dict(
                 con.execute(
@@ -319,10 +318,6 @@ class Store:
                 )
             if before_commit is not None:
                 before_commit(counts)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return counts
 
     def _classify(
@@ -424,27 +419,26 @@ class Store:
         # One thread: faster for batches this size, and it leaves the other cores to the
         # backfill workers reading the next batch.
         con.execute("SET threads = 1")
-        con.execute("BEGIN TRANSACTION")
         try:
-            if pages_csv:
-                self._apply_stage(pages_csv, now, counts)
-            if files_csv:
-                con.execute(
-                    f"""INSERT INTO loaded_files
-                        SELECT file_key, path, pages, $2::TIMESTAMPTZ
-                        FROM {_READ_CSV.format(columns=_struct(STAGE_FILE_COLUMNS))}
-                        QUALIFY row_number() OVER (PARTITION BY file_key) = 1
-                        ON CONFLICT DO NOTHING""",
-                    [[str(p) for p in files_csv], now],
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            with _transaction(con, self.path):
+                if pages_csv:
+                    self._apply_stage(pages_csv, now, counts)
+                if files_csv:
+                    con.execute(
+                        f"""INSERT INTO loaded_files
+                            SELECT file_key, path, pages, $2::TIMESTAMPTZ
+                            FROM {_READ_CSV.format(columns=_struct(STAGE_FILE_COLUMNS))}
+                            QUALIFY row_number() OVER (PARTITION BY file_key) = 1
+                            ON CONFLICT DO NOTHING""",
+                        [[str(p) for p in files_csv], now],
+                    )
         finally:
-            for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
-                con.execute(f"DROP TABLE IF EXISTS temp.{table}")
-            con.execute("RESET threads")
+            # Tidying only (temporary tables end with the connection): after a failed
+            # write it may fail too, and must not hide why the write failed.
+            with suppress(duckdb.Error):
+                for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
+                    con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+                con.execute("RESET threads")
         return counts
 
     def _apply_stage(self, pages_csv: Sequence[Path], now: datetime, counts: WriteCounts) -> None:
@@ -759,25 +753,66 @@ def _pending(con: duckdb.DuckDBPyConnection) -> bool:
 
 def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Apply each numbered migration not yet recorded, each in its own transaction."""
-    con.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
-               applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"""
-    )
-    done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    try:
+        con.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
+                   applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"""
+        )
+        done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    except duckdb.Error as exc:
+        raise StoreError(path, f"cannot set up the database: {_cause(exc)}") from None
     for version, name, file in migrations():
         if version in done:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con, path, f"migration {file.name} failed", duckdb.Error):
             con.execute(file.read_text(encoding="utf-8"))
             con.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [version, name]
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                [version, name],
             )
-            con.execute("COMMIT")
-        except duckdb.Error as exc:
+
+
+# DuckDB errors that come from the world (the disk, memory, a damaged file), not from
+# ticker's SQL: a write that meets one is reported as a StoreError naming the file.
+WORLD_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.OperationalError,  # I/O (a full disk), a failed commit, the connection
+    duckdb.FatalException,
+    duckdb.InternalException,
+    duckdb.PermissionException,
+)
+
+
+@contextmanager
+def _transaction(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    failed: str = "cannot write to the database",
+    world_errors: type[duckdb.Error] | tuple[type[duckdb.Error], ...] = WORLD_ERRORS,
+) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error while keeping that error: a COMMIT that
+    failed (the disk full) has ended the transaction already, and the ROLLBACK's own
+    complaint ("no transaction is active") must not hide the cause. A fault of the world
+    becomes a StoreError naming the database and the cause; bugs keep their traceback."""
+    try:
+        con.execute("BEGIN TRANSACTION")
+        yield
+        con.execute("COMMIT")
+    except BaseException as exc:
+        with suppress(duckdb.Error):
             con.execute("ROLLBACK")
-            raise StoreError(path, f"migration {file.name} failed: {exc}") from None
+        if isinstance(exc, world_errors):
+            raise StoreError(
+                path,
+                f"{failed}: {_cause(exc)} (this write was undone; what was stored before is kept)",
+            ) from exc
+        raise
+
+
+def _cause(exc: BaseException) -> str:
+    """DuckDB's message on one line, without its class prefix ("IO Error: ...")."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"^[A-Za-z ]*Error: ", "", text)
 
 
 # --- attempts: records of the scrape daemon ------------------------------------------------
