@@ -133,6 +133,7 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
     server.route("/", html(page(date="20 March 2025")))
     charts = tmp_path / "charts"
     with caplog.at_level(logging.INFO, logger="ticker.run"):
+        caplog.clear()  # the first job's line, when an earlier test left INFO on
         daemon.clock = lambda: NOW + timedelta(minutes=30)
         daemon.scrape_job()
         drawn = {p.name: p.stat().st_mtime_ns for p in charts.glob("*.png")}

@@ -127,6 +127,7 @@ class Daemon:
         self._guarded("chart", lambda: self._charts("schedule"))
 
     def close(self) -> None:
+        pipeline.release_unkept(self.config, self.state)
         if self.session is not None:
             self.session.close()
             self.session = None

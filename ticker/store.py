@@ -21,6 +21,7 @@ from ticker.models import Point, Quote, Series
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
 _MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _PID_RE = re.compile(r"\(PID (\d+)\)")
+_RECORD_NO = re.compile(r"#\d+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,16 +683,38 @@ class Store:
             [*_columns(rows, 17), now],
         )
 
-    def validators(self, source: str, url: str) -> tuple[str | None, str | None]:
-        """ETag and Last-Modified of the newest ok attempt whose page was stored: a 304
-        against them is safe, since that page's quotes are in the store."""
+    def validators(self, source: str, url: str) -> tuple[str | None, str | None, str] | None:
+        """ETag, Last-Modified and page key of the newest ok attempt whose page is stored:
+        a 304 against them is safe while this store holds that page."""
         rows = self.con.execute(
-            """SELECT etag, last_modified FROM attempts
-               WHERE source = $1 AND url = $2 AND outcome = 'ok' AND capture_id IS NOT NULL
-               ORDER BY started_at DESC LIMIT 1""",
+            """SELECT a.etag, a.last_modified, c.page_key
+               FROM attempts a JOIN captures c ON c.id = a.capture_id
+               WHERE a.source = $1 AND a.url = $2 AND a.outcome = 'ok'
+               ORDER BY a.started_at DESC LIMIT 1""",
             [source, url],
         ).fetchall()
-        return (rows[0][0], rows[0][1]) if rows else (None, None)
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def holds_page(self, page_key: str) -> bool:
+        rows = self.con.execute(
+            "SELECT count(*) FROM captures WHERE page_key = $1", [page_key]
+        ).fetchall()
+        return bool(rows[0][0])
+
+    def archive_names_since(self, source: str, since: datetime | None) -> set[str]:
+        """The archive file names of the pages of `source` the store knows, captured at
+        `since` or later: those of its recorded attempts, and those loaded by backfill."""
+        rows = self.con.execute(
+            """SELECT archive_path FROM attempts
+               WHERE source = $1 AND archive_path IS NOT NULL
+                 AND ($2 IS NULL OR started_at >= $2)
+               UNION ALL
+               SELECT origin FROM captures
+               WHERE source = $1 AND ($2 IS NULL OR captured_at >= $2)""",
+            [source, since],
+        ).fetchall()
+        # a page read from a WARC file has the origin "<path>#<record number>"
+        return {Path(_RECORD_NO.sub("", path)).name for (path,) in rows}
 
     def source_health(self, source: str) -> SourceHealth:
         """The facts `ticker status` reports for one source (times as epoch ms)."""
