@@ -291,3 +291,34 @@ def test_a_trickling_server_ends_each_job_at_the_deadline_and_runs_stay_on_time(
     config = load_config(cfg)
     [s] = pipeline.status(config, datetime.now(UTC))
     assert s.last_outcome == "timeout" and s.failures >= 2
+
+
+@pytest.mark.slow
+def test_a_stop_signal_cuts_a_slow_fetch_and_the_job_records_it(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    head, filler = DRIPS["body-with-length"]
+    server.route("/", drip(head, filler, seconds=60))
+    server.route("/next", html(page()))
+    second = f'\n[[sources]]\nname = "next"\nurl = "{server.url("/next")}"\n'
+    cfg = write_config(
+        tmp_path, server.url("/"), scrape=3600, timeout=5, deadline=120, extra=second
+    )
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert took < 10, f"{took:.1f} s: the job waited for the server"
+    assert "abandoned" not in err
+    assert "cut short" in err and "ticker run is stopping (SIGTERM)" in err
+    [s, skipped] = pipeline.status(load_config(cfg), datetime.now(UTC))
+    assert s.last_outcome == "timeout" and "stopping" in (s.last_error or "")
+    assert skipped.last_attempt is None and [r.path for r in server.seen] == ["/"]

@@ -282,3 +282,20 @@ def test_fetch_refuses_a_session_whose_connections_it_cannot_cut(server: LocalSe
 
     with requests.Session() as plain, pytest.raises(TypeError, match="make_session"):
         fetch(plain, server.url("/"), HTTP)
+
+
+def test_cut_fetches_ends_a_fetch_in_flight_with_the_reason(server: LocalServer) -> None:
+    import threading
+
+    from ticker.fetch import cut_fetches
+
+    head, filler = DRIPS["headers"]
+    server.route("/", drip(head, filler))
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=60)
+    threading.Timer(0.5, cut_fetches, args=("shutting down",)).start()
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.TIMEOUT, http)
+    assert time.monotonic() - t0 < 3
+    assert "cut short" in err.reason and "shutting down" in err.reason
+    server.route("/later", html(page()))
+    assert get(server.url("/later"), http).status == 200  # only the fetches in flight

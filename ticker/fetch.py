@@ -108,8 +108,10 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.ends = time.monotonic() + seconds
+        self.started = time.monotonic()
+        self.ends = self.started + seconds
         self.expired = threading.Event()
+        self.cut_short: str | None = None  # why it was ended before its time
         self.refused_wait: float | None = None  # a retry's wait that would have overrun
         self._twins: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -120,9 +122,13 @@ class Deadline:
     def __enter__(self) -> Deadline:
         self._token = _DEADLINE.set(self)
         self._timer.start()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         self._timer.cancel()
         if self._token is not None:
             _DEADLINE.reset(self._token)
@@ -132,7 +138,12 @@ class Deadline:
             twin.close()
 
     def remaining(self) -> float:
-        return self.ends - time.monotonic()
+        return 0.0 if self.expired.is_set() else self.ends - time.monotonic()
+
+    def cut(self, reason: str) -> None:
+        """End the fetch now, as if the deadline had passed."""
+        self.cut_short = reason
+        self._expire()
 
     def passed(self) -> bool:
         return self.expired.is_set() or self.remaining() <= 0
@@ -161,6 +172,18 @@ class Deadline:
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "ticker_fetch_deadline", default=None
 )
+_LIVE: set[Deadline] = set()  # the fetches in flight, in any thread
+_LIVE_LOCK = threading.Lock()
+
+
+def cut_fetches(reason: str) -> int:
+    """End every fetch in flight now, each as a `timeout` that gives `reason` (a daemon
+    that is stopping does not wait for a slow server). Returns how many were cut."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for deadline in live:
+        deadline.cut(reason)
+    return len(live)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -417,11 +440,19 @@ def _get(
 def _past_deadline(
     url: str, http: HttpConfig, where: str, cut: FetchError | None = None
 ) -> FetchError:
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.cut_short:
+        took = time.monotonic() - deadline.started
+        reason = f"the fetch was cut short after {took:.1f} s ({where}): {deadline.cut_short}"
+    else:
+        reason = (
+            f"the fetch did not end within [http] deadline = {http.deadline:g} s ({where}); "
+            "the server is too slow, or raise [http] deadline"
+        )
     return FetchError(
         url,
         FetchOutcome.TIMEOUT,
-        f"the fetch did not end within [http] deadline = {http.deadline:g} s ({where}); "
-        "the server is too slow, or raise [http] deadline",
+        reason,
         status=cut.status if cut else None,
         nbytes=cut.nbytes if cut else 0,
     )

@@ -523,14 +523,16 @@ def scrape(
     *,
     session: requests.Session | None = None,
     state: ScrapeState | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Attempt]:
     """Fetch every [[sources]] page once: archive it, parse it, store its quotes, and
-    record the attempt. Never raises for a network, page or database fault: each one is
-    an attempt's outcome. An attempt the database could not take (locked, full, broken)
-    is kept under [archive] dir/.pending and recorded (its page stored) by the next
-    scrape; with a `state` kept between jobs (the daemon's), one that cannot be written
-    there either is held in it and retried at the next job. The job waits at most
-    [store] lock_timeout for the database in all."""
+    record the attempt (once `stop` is set, the sources not fetched yet are left). Never
+    raises for a network, page or database fault: each one is an attempt's outcome. An
+    attempt the database could not take (locked, full, broken) is kept under [archive]
+    dir/.pending and recorded (its page stored) by the next scrape; with a `state` kept
+    between jobs (the daemon's), one that cannot be written there either is held in it
+    and retried at the next job. The job waits at most [store] lock_timeout for the
+    database in all."""
     from ticker.fetch import make_session
 
     keeps = state is not None
@@ -548,6 +550,8 @@ def scrape(
     ) -> list[tuple[Attempt, PageRecord | None]]:
         out = []
         for source in sources:
+            if stop is not None and stop.is_set():
+                break
             # Capture time: the job's `now`, moved on by the time earlier sources took,
             # in whole seconds (as WARC-Date keeps it, so a re-parse matches the capture).
             elapsed = timedelta(seconds=time.monotonic() - t0)

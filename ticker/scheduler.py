@@ -155,7 +155,7 @@ class Daemon:
 
             self.session = make_session(self.config.http)
         attempts = pipeline.scrape(
-            self.config, self.clock(), session=self.session, state=self.state
+            self.config, self.clock(), session=self.session, state=self.state, stop=self.stopping
         )
         for a in attempts:
             level = logging.INFO if a.success else logging.WARNING
@@ -258,6 +258,11 @@ def run(config: Config) -> int:
             _exit_now()
         daemon.stopping.set()
         log.info("%s: stopping after the running job (at most %.0f s)", name, SHUTDOWN_GRACE)
+        # A fetch in flight ends now (a `timeout` that says why), so the job records its
+        # attempts and finishes instead of waiting out [http] deadline for a slow server.
+        from ticker.fetch import cut_fetches
+
+        cut_fetches(f"ticker run is stopping ({name})")
         try:
             scheduler.shutdown(wait=False)
         except SchedulerNotRunningError:
