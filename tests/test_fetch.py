@@ -198,7 +198,7 @@ def test_tls_verification_off_is_logged(
 # --- the deadline: a whole fetch ends within [http] deadline, whatever the server does ---
 
 # Every byte comes well within the read timeout; only the deadline can end these.
-SLOW = HttpConfig(timeout=0.5, retries=2, backoff=0, max_retry_after=5, deadline=1.0)
+SLOW = HttpConfig(timeout=0.4, retries=2, backoff=0, max_retry_after=5, deadline=0.6)
 MARGIN = 1.5  # seconds past the deadline allowed for a busy machine
 
 
@@ -231,13 +231,13 @@ def test_a_server_that_trickles_any_phase_is_cut_at_the_deadline(
 
 def test_a_tls_handshake_that_trickles_is_cut_at_the_deadline() -> None:
     # Python bounds a whole handshake by the socket timeout; the deadline comes first.
-    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=1.0)
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=0.6)
     with TrickleServer(TLS_RECORD_HEAD) as trickle:
         ends_by_deadline(trickle.url("/"), http)
 
 
 def test_a_connect_that_hangs_is_cut_at_the_deadline_not_the_timeout() -> None:
-    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=1.0)
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=0.6)
     with unanswered_connects() as url:
         ends_by_deadline(url, http)
 
@@ -247,7 +247,7 @@ def test_a_retry_wait_past_the_deadline_is_not_made(server: LocalServer) -> None
     t0 = time.monotonic()
     err = fails(server.url("/"), FetchOutcome.HTTP_ERROR, SLOW)
     assert time.monotonic() - t0 < 1
-    assert err.status == 503 and "would pass [http] deadline = 1 s" in err.reason
+    assert err.status == 503 and "would pass [http] deadline = 0.6 s" in err.reason
     assert len(server.seen) == 1
 
 
