@@ -8,10 +8,12 @@ faults it can stage, and ticker pages in plausible markup to serve.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -194,6 +196,49 @@ def stream(total: int, *, declare_length: bool = False, chunk: int = 256 * 1024)
     return reply
 
 
+def drip(head: bytes, filler: bytes = b"x", *, every: float = 0.05, seconds: float = 8.0) -> Reply:
+    """Send `head` as raw bytes, then `filler` one byte every `every` seconds for up to
+    `seconds` (a server that trickles: each byte comes well within any read timeout),
+    then hang up. Records the bytes trickled in `server.sent`."""
+
+    def reply(h: _Handler) -> None:
+        sent = 0
+        try:
+            h.wfile.write(head)
+            h.wfile.flush()
+            ends = time.monotonic() + seconds
+            for byte in itertools.cycle(filler):
+                if time.monotonic() > ends or h.server.stopping.wait(every):  # type: ignore[attr-defined]
+                    break
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                sent += 1
+        except OSError:
+            pass  # the client hung up: what the test wants
+        finally:
+            h.server.sent.append(sent)  # type: ignore[attr-defined]
+            h.close_connection = True
+
+    return reply
+
+
+_OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+
+# Each phase of a response, trickled: (raw head sent at once, the byte that trickles).
+DRIPS: dict[str, tuple[bytes, bytes]] = {
+    "status-line": (b"HTTP/1.1 200 ", b"O"),
+    "headers": (_OK_HEAD + b"X-Slow: ", b"a"),
+    "body-with-length": (_OK_HEAD + b"Content-Length: 100000\r\n\r\n<html>", b"x"),
+    "body-until-close": (_OK_HEAD + b"Connection: close\r\n\r\n<html>", b"x"),
+    "body-chunked": (_OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n186a0\r\n<html>", b"x"),
+    "redirect-body": (b"HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 100000\r\n\r\n", b"x"),
+    "503-body": (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100000\r\n\r\n",
+        b"x",
+    ),
+}
+
+
 def binary(size: int = 64 * 1024, ctype: str = "") -> Reply:
     data = bytes(range(256)) * (size // 256)
     return html(data, ctype=ctype or "text/html")
@@ -209,6 +254,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    client_port: int = 0  # the same port: the same (kept-alive) connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -218,7 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
         server: _Server = self.server  # type: ignore[assignment]
         path = self.path.split("?", 1)[0]
         with server.lock:
-            server.seen.append(Seen(path, dict(self.headers.items())))
+            server.seen.append(
+                Seen(path, dict(self.headers.items()), client_port=self.client_address[1])
+            )
             replies = server.routes.get(path)
             if not replies:
                 reply: Reply = status(404)
@@ -291,6 +339,64 @@ class LocalServer:
         return list(self._server.sent)
 
 
+class TrickleServer:
+    """A TCP server on 127.0.0.1 that answers whatever comes with `head` and then one
+    byte every `every` seconds: for https:// URLs, a TLS handshake that never ends."""
+
+    def __init__(self, head: bytes, every: float = 0.05, seconds: float = 8.0) -> None:
+        self.head, self.every, self.seconds = head, every, seconds
+        self.stopping = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TrickleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self._sock.close()
+
+    def url(self, path: str = "/", scheme: str = "https") -> str:
+        return f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}{path}"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.sendall(self.head)
+                ends = time.monotonic() + self.seconds
+                while time.monotonic() < ends and not self.stopping.wait(self.every):
+                    conn.sendall(b"\x00")
+            except OSError:
+                pass
+
+
+# A TLS record header announcing a 16 KB handshake record whose bytes never all come.
+TLS_RECORD_HEAD = b"\x16\x03\x03\x40\x00\x02\x00\x3f\xfc\x03\x03"
+
+
+@contextmanager
+def unanswered_connects() -> Iterator[str]:
+    """A URL whose TCP connects hang: the listener's backlog is full and never accepted,
+    so the kernel drops further SYNs (as a firewall that drops packets does)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        filler.close()
+        listener.close()
+
+
 def refused_url() -> str:
     """A URL on 127.0.0.1 where nothing listens (a port just released)."""
     with socket.socket() as s:
@@ -307,6 +413,7 @@ def write_config(
     retries: int = 2,
     max_bytes: int = 5 * 1024 * 1024,
     max_retry_after: float = 2,
+    deadline: float = 60,
     lock_timeout: float = 0.5,
     scrape: int | str = 1,
     extra: str = "",
@@ -330,6 +437,7 @@ max_bytes = {max_bytes}
 retries = {retries}
 backoff = 0
 max_retry_after = {max_retry_after}
+deadline = {deadline}
 
 [archive]
 dir = "pages"

@@ -32,6 +32,7 @@ LIMITS: dict[str, tuple[float, float, float, float]] = {
     "http.retries": (-1, 0, 10, 11),
     "http.backoff": (-0.5, 0, 120, 120.5),
     "http.max_retry_after": (-0.5, 0, 21600, 21600.5),
+    "http.deadline": (0.0009, 0.001, 86400, 86400.5),
     "schedule.scrape": (0, 1, YEAR, YEAR + 1),
     "schedule.jitter": (-1, 0, 86400, 86401),
     "schedule.charts": (0, 1, YEAR, YEAR + 1),

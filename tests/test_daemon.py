@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import LocalServer, hang, html, page, write_config
+from servers import DRIPS, LocalServer, drip, hang, html, page, write_config
 
 from ticker import pipeline
 from ticker.config import Config, ScheduleConfig, load_config
@@ -133,6 +133,7 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
     server.route("/", html(page(date="20 March 2025")))
     charts = tmp_path / "charts"
     with caplog.at_level(logging.INFO, logger="ticker.run"):
+        caplog.clear()  # the first job's line, when an earlier test left INFO on
         daemon.clock = lambda: NOW + timedelta(minutes=30)
         daemon.scrape_job()
         drawn = {p.name: p.stat().st_mtime_ns for p in charts.glob("*.png")}
@@ -242,19 +243,82 @@ def test_ticker_run_scrapes_serves_readers_and_stops_on_sigterm(
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_running_job_finish(tmp_path: Path, server: LocalServer) -> None:
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
+)
+def test_a_stop_signal_lets_the_running_job_finish(
+    tmp_path: Path, server: LocalServer, signum: signal.Signals
+) -> None:
     server.route("/", hang())
     cfg = write_config(tmp_path, server.url("/"), scrape=3600, timeout=1.5)
     proc = _start(cfg)
     try:
         _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
-        proc.send_signal(signal.SIGTERM)  # mid-fetch: the job ends with its timeout
+        proc.send_signal(signum)  # mid-fetch: the job ends with its timeout
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert err.index("SIGTERM") < err.index("scrape timesca timeout")
+    stopping = f"{signum.name}: stopping after the running job"
+    assert err.index(stopping) < err.index("scrape timesca timeout") < err.index("stopped")
     config = replace(load_config(cfg))
     assert pipeline.status(config, datetime.now(UTC))[0].last_outcome == "timeout"
+
+
+@pytest.mark.slow
+def test_a_trickling_server_ends_each_job_at_the_deadline_and_runs_stay_on_time(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    head, filler = DRIPS["body-with-length"]
+    server.route("/", drip(head, filler, seconds=60))  # 60 s of a byte every 0.05 s
+    cfg = write_config(tmp_path, server.url("/"), scrape=2, timeout=0.5, retries=0, deadline=1)
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 3, 20, "three scrapes, each on time")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    starts = [s.at for s in server.seen]
+    assert all(b - a < 3.5 for a, b in zip(starts, starts[1:], strict=False)), starts
+    assert err.count("scrape timesca timeout") >= 2 and "[http] deadline = 1 s" in err
+    assert "skipped" not in err and "abandoned" not in err
+    config = load_config(cfg)
+    [s] = pipeline.status(config, datetime.now(UTC))
+    assert s.last_outcome == "timeout" and s.failures >= 2
+
+
+@pytest.mark.slow
+def test_a_stop_signal_cuts_a_slow_fetch_and_the_job_records_it(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    head, filler = DRIPS["body-with-length"]
+    server.route("/", drip(head, filler, seconds=60))
+    server.route("/next", html(page()))
+    second = f'\n[[sources]]\nname = "next"\nurl = "{server.url("/next")}"\n'
+    cfg = write_config(
+        tmp_path, server.url("/"), scrape=3600, timeout=5, deadline=120, extra=second
+    )
+    proc = _start(cfg)
+    try:
+        _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert took < 10, f"{took:.1f} s: the job waited for the server"
+    assert "abandoned" not in err
+    assert "cut short" in err and "ticker run is stopping (SIGTERM)" in err
+    [s, skipped] = pipeline.status(load_config(cfg), datetime.now(UTC))
+    assert s.last_outcome == "timeout" and "stopping" in (s.last_error or "")
+    assert skipped.last_attempt is None and [r.path for r in server.seen] == ["/"]

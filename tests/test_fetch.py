@@ -9,9 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from servers import (
+    DRIPS,
+    TLS_RECORD_HEAD,
     LocalServer,
+    TrickleServer,
     binary,
     conditional,
+    drip,
     hang,
     html,
     page,
@@ -20,6 +24,7 @@ from servers import (
     status,
     stream,
     truncated,
+    unanswered_connects,
 )
 
 from ticker import __version__
@@ -188,3 +193,109 @@ def test_tls_verification_off_is_logged(
         get(server.url("/"), http)
     assert any("NOT verified" in r.getMessage() for r in caplog.records)
     assert make_session(HTTP).verify is True
+
+
+# --- the deadline: a whole fetch ends within [http] deadline, whatever the server does ---
+
+# Every byte comes well within the read timeout; only the deadline can end these.
+SLOW = HttpConfig(timeout=0.4, retries=2, backoff=0, max_retry_after=5, deadline=0.6)
+MARGIN = 1.5  # seconds past the deadline allowed for a busy machine
+
+
+def ends_by_deadline(url: str, http: HttpConfig = SLOW) -> FetchError:
+    t0 = time.monotonic()
+    err = fails(url, FetchOutcome.TIMEOUT, http)
+    took = time.monotonic() - t0
+    assert took < http.deadline + MARGIN, f"took {took:.1f} s"
+    assert f"[http] deadline = {http.deadline:g} s" in err.reason
+    return err
+
+
+@pytest.mark.parametrize("phase", sorted(DRIPS))
+def test_a_server_that_trickles_any_phase_is_cut_at_the_deadline(
+    server: LocalServer, phase: str
+) -> None:
+    head, filler = DRIPS[phase]
+    server.route("/", drip(head, filler))
+    err = ends_by_deadline(server.url("/"))
+    if phase.startswith("body"):
+        assert err.status == 200
+    if phase == "body-until-close":
+        assert err.nbytes > 0  # the shutdown ends it like a close: still not the page
+    for _ in range(50):  # the server sees the hang-up at its next byte
+        if server.sent:
+            break
+        time.sleep(0.05)
+    assert server.sent and max(server.sent) < 60  # the connection was shut, not left open
+
+
+def test_a_tls_handshake_that_trickles_is_cut_at_the_deadline() -> None:
+    # Python bounds a whole handshake by the socket timeout; the deadline comes first.
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=0.6)
+    with TrickleServer(TLS_RECORD_HEAD) as trickle:
+        ends_by_deadline(trickle.url("/"), http)
+
+
+def test_a_connect_that_hangs_is_cut_at_the_deadline_not_the_timeout() -> None:
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=0.6)
+    with unanswered_connects() as url:
+        ends_by_deadline(url, http)
+
+
+def test_a_retry_wait_past_the_deadline_is_not_made(server: LocalServer) -> None:
+    server.route("/", status(503, {"Retry-After": "3"}), html(page()))
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR, SLOW)
+    assert time.monotonic() - t0 < 1
+    assert err.status == 503 and "would pass [http] deadline = 0.6 s" in err.reason
+    assert len(server.seen) == 1
+
+
+def test_backoff_past_the_deadline_is_not_waited() -> None:
+    http = HttpConfig(timeout=0.5, retries=3, backoff=5, deadline=1.0)
+    t0 = time.monotonic()
+    err = fails(refused_url(), FetchOutcome.CONNECTION_ERROR, http)
+    assert time.monotonic() - t0 < 1
+    assert "would pass [http] deadline" in err.reason
+
+
+def test_a_reused_connection_is_watched_by_the_next_fetch(server: LocalServer) -> None:
+    head, filler = DRIPS["body-with-length"]
+    server.route("/", html(page()), drip(head, filler), html(page()))
+    session = make_session(SLOW)
+    try:
+        assert fetch(session, server.url("/"), SLOW).status == 200
+        t0 = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            fetch(session, server.url("/"), SLOW)
+        assert info.value.outcome == FetchOutcome.TIMEOUT
+        assert time.monotonic() - t0 < SLOW.deadline + MARGIN
+        assert fetch(session, server.url("/"), SLOW).status == 200  # the cut one is dropped
+    finally:
+        session.close()
+    first, second, third = server.seen
+    assert first.client_port == second.client_port != third.client_port
+
+
+def test_fetch_refuses_a_session_whose_connections_it_cannot_cut(server: LocalServer) -> None:
+    import requests
+
+    with requests.Session() as plain, pytest.raises(TypeError, match="make_session"):
+        fetch(plain, server.url("/"), HTTP)
+
+
+def test_cut_fetches_ends_a_fetch_in_flight_with_the_reason(server: LocalServer) -> None:
+    import threading
+
+    from ticker.fetch import cut_fetches
+
+    head, filler = DRIPS["headers"]
+    server.route("/", drip(head, filler))
+    http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=60)
+    threading.Timer(0.5, cut_fetches, args=("shutting down",)).start()
+    t0 = time.monotonic()
+    err = fails(server.url("/"), FetchOutcome.TIMEOUT, http)
+    assert time.monotonic() - t0 < 3
+    assert "cut short" in err.reason and "shutting down" in err.reason
+    server.route("/later", html(page()))
+    assert get(server.url("/later"), http).status == 200  # only the fetches in flight

@@ -127,7 +127,7 @@ def test_conditional_get_takes_a_304(config: Config, server: LocalServer) -> Non
     # The daemon keeps the validators between jobs instead of reading them again.
     state = pipeline.ScrapeState()
     pipeline.scrape(config, NOW + timedelta(hours=2), state=state)
-    assert state.loaded and state.validators[("timesca", server.url("/"))][0] == '"v1"'
+    assert state.loaded and state.validators[("timesca", server.url("/"))].etag == '"v1"'
 
 
 def test_a_page_without_ticker_is_not_fetched_conditionally(

@@ -103,13 +103,14 @@ def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> 
     assert "HTTP 404" in result.output
 
 
-def test_status_mentions_attempts_waiting_for_the_database(cfg_path: Path) -> None:
+def test_status_mentions_a_spool_file_it_cannot_read(cfg_path: Path) -> None:
     config: Config = load_config(cfg_path)
     pending = config.archive_dir / pipeline.PENDING_DIR
     pending.mkdir(parents=True)
-    (pending / "x.json").write_text("{}")
+    (pending / "x.json").write_text("{}")  # JSON, but not an attempt
     result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
-    assert "1 attempts wait in" in result.output and "next scrape records them" in result.output
+    assert result.exit_code == 1
+    assert f"set aside: 1 spooled attempt in {pending} cannot be read" in result.output
 
 
 def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) -> None:

@@ -403,27 +403,19 @@ def status(ctx: click.Context, as_json: bool) -> None:
     Example:
       ticker status --json
     """
-    from ticker.pipeline import pending_attempts
     from ticker.pipeline import status as source_status
 
     config = _read_only(ctx)
     now = _now()
     rows = source_status(config, now)
-    pending = pending_attempts(config)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
-        _print_status(rows, config.stale_after)
-    if pending:
-        click.echo(
-            f"{len(pending)} attempts wait in {pending[0].parent} (the database was locked "
-            "during their job); the next scrape records them",
-            err=True,
-        )
-    ctx.exit(1 if any(r.stale or r.failing for r in rows) else 0)
+        _print_status(rows, config)
+    ctx.exit(1 if any(r.stale or r.failing or r.unsettled for r in rows) else 0)
 
 
-def _print_status(rows: Sequence[Any], stale_after: float) -> None:
+def _print_status(rows: Sequence[Any], config: Config) -> None:
     def when(t: datetime | None) -> str:
         return t.strftime("%Y-%m-%d %H:%M:%SZ") if t else "never"
 
@@ -447,26 +439,54 @@ def _print_status(rows: Sequence[Any], stale_after: float) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    from ticker.pipeline import PENDING_DIR
+
+    pending = config.archive_dir / PENDING_DIR
     for r in rows:
         state = ", ".join(s for s, on in (("stale", r.stale), ("failing", r.failing)) if on)
-        if not state:
-            continue
-        why = []
-        if r.future:
-            why.append(
-                f"the newest observation is dated {r.newest_date}, after today, so its age "
-                "says nothing (a misprinted date line or a wrong --date; `ticker check` "
-                "lists it as future_date)"
+        if state:
+            why = []
+            if r.future:
+                why.append(
+                    f"the newest observation is dated {r.newest_date}, after today, so its age "
+                    "says nothing (a misprinted date line or a wrong --date; `ticker check` "
+                    "lists it as future_date)"
+                )
+            elif r.stale:
+                why.append(
+                    f"no observation newer than {_age(config.stale_after)} ([status] stale_after)"
+                    if r.newest_date
+                    else "no observation stored yet"
+                )
+            if r.failing:
+                why.append(f"the last attempt failed: {r.last_error or r.last_outcome}")
+            click.echo(f"{r.source}: {state}: {'; '.join(why)}")
+        if r.waiting:
+            because = f" (the newest: {r.waiting_because})" if r.waiting_because else ""
+            click.echo(
+                f"{r.source}: waiting: {_count(r.waiting, 'attempt')} in {pending} "
+                f"wait to be stored{because}; the next scrape stores them"
             )
-        elif r.stale:
-            why.append(
-                f"no observation newer than {_age(stale_after)} ([status] stale_after)"
-                if r.newest_date
-                else "no observation stored yet"
+        if r.unstored:
+            click.echo(
+                f"{r.source}: unstored: {_count(r.unstored, 'page')} in {config.archive_dir} "
+                f"fetched after the last recorded attempt {'is' if r.unstored == 1 else 'are'} "
+                "not in the store (neither "
+                "the store nor the pending directory took them); a running `ticker run` "
+                f"stores them at its next job, else `ticker backfill {config.archive_dir}` "
+                "does"
             )
-        if r.failing:
-            why.append(f"the last attempt failed: {r.last_error or r.last_outcome}")
-        click.echo(f"{r.source}: {state}: {'; '.join(why)}")
+    unreadable = rows[0].unreadable_spooled if rows else 0
+    if unreadable:
+        click.echo(
+            f"set aside: {_count(unreadable, 'spooled attempt')} in {pending} cannot be "
+            "read (*.bad, or *.json the next scrape sets aside); look at them, then "
+            "delete them"
+        )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _age(seconds: float) -> str:
@@ -490,7 +510,7 @@ def run(ctx: click.Context) -> None:
     seconds), and redraw the charts after new data and on [schedule] charts.
 
     Logs one line per job run on stderr. A failing job (network, page, locked
-    database) is logged and the daemon goes on. SIGTERM or Ctrl-C: the running job
+    database) is logged and the daemon goes on. SIGTERM, SIGHUP or Ctrl-C: the running job
     finishes (or is abandoned after 30 s) and the process exits 0. The database is
     open only during a job, so the other commands work while it runs.
 

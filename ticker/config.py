@@ -33,7 +33,8 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KB; a bigger file is the wro
 # a value past it is a typo (milliseconds for seconds), refused with the range.
 DAY = 86400
 MAX_LOCK_TIMEOUT = 3600  # no job holds the database that long: the daemon opens it per job
-MAX_HTTP_TIMEOUT = 600  # a page body gets 3 x timeout: half an hour at most
+MAX_HTTP_TIMEOUT = 600  # one connect or read wait; the whole fetch is bounded by deadline
+MAX_DEADLINE = DAY  # a whole fetch, retries and Retry-After waits included
 MAX_RETRIES = 10  # each retry may cost a timeout and a backoff wait
 MAX_BACKOFF = 120  # urllib3 caps every backoff wait at 120 s (Retry.DEFAULT_BACKOFF_MAX)
 MAX_RETRY_AFTER = 21600  # urllib3's own ceiling for a Retry-After (Retry.DEFAULT_RETRY_AFTER_MAX)
@@ -64,6 +65,7 @@ class HttpConfig:
     backoff: float = 1.0
     max_retry_after: float = 120.0
     verify_tls: bool = True
+    deadline: float = 180.0  # a whole fetch, retries and waits included
 
 
 @dataclass(frozen=True)
@@ -380,7 +382,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         path,
         raw.get("http", {}),
         "http",
-        {"timeout", "max_bytes", "retries", "backoff", "max_retry_after", "verify_tls"},
+        {"timeout", "max_bytes", "retries", "backoff", "max_retry_after", "verify_tls", "deadline"},
     )
     archive = _Reader(path, raw.get("archive", {}), "archive", {"dir"})
     sched = _Reader(
@@ -418,6 +420,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             backoff=http.number("backoff", 1.0, 0, MAX_BACKOFF),
             max_retry_after=http.number("max_retry_after", 120.0, 0, MAX_RETRY_AFTER),
             verify_tls=http.get("verify_tls", bool, True, "true or false"),
+            deadline=http.number("deadline", 180.0, 0.001, MAX_DEADLINE),
         ),
         archive_dir=archive.path_value("dir", "db/pages", base),
         schedule=ScheduleConfig(

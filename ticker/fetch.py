@@ -1,10 +1,16 @@
-"""Fetch stage: one live page over HTTP, with retries, timeouts, a size cap and
-conditional GET. Failures raise FetchError carrying the attempt's outcome."""
+"""Fetch stage: one live page over HTTP, with retries, timeouts, a size cap, conditional
+GET and a deadline for the whole fetch. Failures raise FetchError carrying the attempt's
+outcome. Any client of ticker (the scrape, and others with sessions of their own) fetches
+through `fetch` with a session from `make_session`."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
+import os
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,8 +19,10 @@ from typing import Any, Self, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import ConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
+    ConnectTimeoutError,
     IncompleteRead,
     InvalidHeader,
     MaxRetryError,
@@ -36,9 +44,6 @@ ACCEPT = "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.8,*/*;q=0.1"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
 CHUNK = 64 * 1024
-# The whole body must arrive within this many read timeouts: a server that trickles a
-# byte every few seconds never trips the read timeout but must not hold a job forever.
-BODY_DEADLINE_FACTOR = 3
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 # Headers that describe the transfer, not the page: the archive stores the decoded body.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "transfer-encoding", "content-length"})
@@ -91,9 +96,168 @@ class Fetched:
         return self.status == 304
 
 
+# --- the deadline: one limit for the whole fetch, enforced on its sockets -----------------
+
+
+class Deadline:
+    """The time one fetch may take, retries and waits included, enforced: when it passes,
+    a timer shuts down every socket the fetch uses, so a read blocked in any phase (TLS
+    handshake, status line, headers, body) returns at once, however slowly the server
+    trickles. The connection classes of `make_session` hand it their sockets from connect
+    on; a retry whose wait would end past it is not made (see `_Retry`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self.ends = self.started + seconds
+        self.expired = threading.Event()
+        self.cut_short: str | None = None  # why it was ended before its time
+        self.refused_wait: float | None = None  # a retry's wait that would have overrun
+        self._twins: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._token: contextvars.Token[Deadline | None] | None = None
+
+    def __enter__(self) -> Deadline:
+        self._token = _DEADLINE.set(self)
+        self._timer.start()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        self._timer.cancel()
+        if self._token is not None:
+            _DEADLINE.reset(self._token)
+        with self._lock:
+            twins, self._twins = self._twins, []
+        for twin in twins:
+            twin.close()
+
+    def remaining(self) -> float:
+        return 0.0 if self.expired.is_set() else self.ends - time.monotonic()
+
+    def cut(self, reason: str) -> None:
+        """End the fetch now, as if the deadline had passed."""
+        self.cut_short = reason
+        self._expire()
+
+    def passed(self) -> bool:
+        return self.expired.is_set() or self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the deadline passes (at once if it has). A duplicate of
+        its descriptor is kept: TLS takes the socket object over, the connection is one."""
+        try:
+            twin = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return  # already closed: nothing left to wait on
+        with self._lock:
+            self._twins.append(twin)
+            late = self.expired.is_set()
+        if late:
+            _shut(twin)
+
+    def _expire(self) -> None:
+        self.expired.set()  # first: whoever sees the connection end checks this
+        with self._lock:
+            twins = list(self._twins)
+        for twin in twins:
+            _shut(twin)
+
+
+_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "ticker_fetch_deadline", default=None
+)
+_LIVE: set[Deadline] = set()  # the fetches in flight, in any thread
+_LIVE_LOCK = threading.Lock()
+
+
+def cut_fetches(reason: str) -> int:
+    """End every fetch in flight now, each as a `timeout` that gives `reason` (a daemon
+    that is stopping does not wait for a slow server). Returns how many were cut."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for deadline in live:
+        deadline.cut(reason)
+    return len(live)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected (any more): nothing to wake
+
+
+class _Watched:
+    """Mixin for urllib3's connection classes: the fetch's deadline caps the connect
+    timeout and watches the socket from connect on (a reused keep-alive socket too)."""
+
+    timeout: Any
+    sock: socket.socket | None
+
+    def _new_conn(self) -> socket.socket:
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            left = deadline.remaining()
+            if left <= 0:
+                raise ConnectTimeoutError(self, "the fetch's deadline passed before connecting")
+            if not isinstance(self.timeout, int | float) or self.timeout > left:
+                self.timeout = left
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        if deadline is not None:
+            deadline.watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline = _DEADLINE.get()
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections that a fetch's Deadline can cut (direct and
+    through an HTTP proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+        return manager
+
+
 class _Retry(Retry):
     """urllib3's Retry, except that a Retry-After longer than retry_after_max fails the
-    attempt at once instead of being shortened (waiting less than asked would hammer)."""
+    attempt at once instead of being shortened (waiting less than asked would hammer),
+    and so does any wait that would end past the fetch's deadline."""
 
     def get_retry_after(self, response: Any) -> float | None:
         try:
@@ -114,7 +278,23 @@ class _Retry(Retry):
         if wait is not None and wait > self.retry_after_max:
             reason = ResponseError(f"Retry-After {wait:.0f} s")
             raise MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            pause = retry._pause(response)
+            if pause >= deadline.remaining():
+                deadline.refused_wait = pause
+                why = error or ResponseError(f"a wait of {pause:.0f} s would pass the deadline")
+                raise MaxRetryError(_pool, url or "", why)  # type: ignore[arg-type]
+        return retry
+
+    def _pause(self, response: BaseHTTPResponse | None) -> float:
+        """The seconds `sleep` is about to wait before the next try."""
+        if response is not None and self.respect_retry_after_header:
+            asked = self.get_retry_after(response)
+            if asked:
+                return asked
+        return self.get_backoff_time()
 
 
 def _asked_wait(response: Any) -> float | None:
@@ -131,7 +311,8 @@ def _asked_wait(response: Any) -> float | None:
 
 
 def make_session(http: HttpConfig) -> requests.Session:
-    """A Session whose adapter retries connection errors, 429 and 5xx with backoff."""
+    """A Session for `fetch`: its adapter retries connection errors, 429 and 5xx with
+    backoff, and its connections can be cut by the fetch's deadline."""
     retry = _Retry(
         total=http.retries,
         connect=http.retries,
@@ -146,7 +327,7 @@ def make_session(http: HttpConfig) -> requests.Session:
         retry_after_max=math.ceil(http.max_retry_after),
     )
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=2)
+    adapter = DeadlineAdapter(max_retries=retry, pool_connections=2, pool_maxsize=2)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -169,7 +350,14 @@ def fetch(
     last_modified: str | None = None,
 ) -> Fetched:
     """GET one page. Returns a 200 with its whole body or a 304; raises FetchError with
-    the outcome (timeout, http_error, too_large, ...) and a message naming the URL."""
+    the outcome (timeout, http_error, too_large, ...) and a message naming the URL.
+
+    The whole fetch (connect, TLS, status line and headers, body, every retry and every
+    wait between them) ends within [http] deadline seconds, whatever the server does.
+    `session` must come from `make_session` (its connections are the ones a deadline
+    can cut)."""
+    if not isinstance(session.get_adapter(url), DeadlineAdapter):
+        raise TypeError("fetch needs a session from make_session (a DeadlineAdapter)")
     if not http.verify_tls:
         log.warning("%s: TLS certificate NOT verified ([http] verify_tls = false)", url)
     headers = {}
@@ -177,11 +365,36 @@ def fetch(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    with Deadline(http.deadline) as deadline:
+        try:
+            resp = _get(session, url, http, headers, deadline)
+        except FetchError:
+            if deadline.passed():
+                raise _past_deadline(url, http, "no response headers yet") from None
+            raise
+        with resp:
+            try:
+                return _read(resp, url, http)
+            except FetchError as exc:
+                if deadline.passed():
+                    where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
+                    raise _past_deadline(url, http, where, exc) from None
+                raise
+
+
+def _get(
+    session: requests.Session,
+    url: str,
+    http: HttpConfig,
+    headers: dict[str, str],
+    deadline: Deadline,
+) -> requests.Response:
+    """The response, its headers read; network faults as FetchError."""
     timeout = http.timeout
     try:
         # verify per request: requests ignores session.verify = False when the environment
         # sets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (psf/requests#3829)
-        resp = session.get(
+        return session.get(
             url,
             headers=headers,
             timeout=(timeout, timeout),
@@ -207,18 +420,42 @@ def fetch(
     except requests.ConnectionError as exc:
         if _caused_by(exc, ReadTimeoutError):
             raise _timeout(url, timeout, exc) from None
+        gave_up = f"after {_retries(http.retries)}"
+        if deadline.refused_wait is not None:
+            gave_up = (
+                f"gave up: the next retry's wait of {deadline.refused_wait:.0f} s would pass "
+                f"[http] deadline = {http.deadline:g} s"
+            )
         raise FetchError(
             url,
             FetchOutcome.CONNECTION_ERROR,
-            f"cannot connect ({_root(exc)}) after {_retries(http.retries)}; is the site "
-            "down or [[sources]] url wrong?",
+            f"cannot connect ({_root(exc)}) {gave_up}; is the site down or [[sources]] url wrong?",
         ) from None
     except requests.RequestException as exc:
         raise FetchError(
             url, FetchOutcome.CONNECTION_ERROR, f"request failed ({_root(exc)})"
         ) from None
-    with resp:
-        return _read(resp, url, http)
+
+
+def _past_deadline(
+    url: str, http: HttpConfig, where: str, cut: FetchError | None = None
+) -> FetchError:
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.cut_short:
+        took = time.monotonic() - deadline.started
+        reason = f"the fetch was cut short after {took:.1f} s ({where}): {deadline.cut_short}"
+    else:
+        reason = (
+            f"the fetch did not end within [http] deadline = {http.deadline:g} s ({where}); "
+            "the server is too slow, or raise [http] deadline"
+        )
+    return FetchError(
+        url,
+        FetchOutcome.TIMEOUT,
+        reason,
+        status=cut.status if cut else None,
+        nbytes=cut.nbytes if cut else 0,
+    )
 
 
 def _read(resp: requests.Response, url: str, http: HttpConfig) -> Fetched:
@@ -247,6 +484,11 @@ def _read(resp: requests.Response, url: str, http: HttpConfig) -> Fetched:
             status=status,
         )
     body = _body(resp, url, http, status) if status == 200 else b""
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.expired.is_set():
+        # The deadline's shutdown can end a body that runs to the close of the
+        # connection as if it were whole: what arrived is not the page.
+        raise FetchError(url, FetchOutcome.TIMEOUT, "", status=status, nbytes=len(body))
     if status == 200 and _binary(body):
         raise FetchError(
             url,
@@ -272,10 +514,9 @@ def _read(resp: requests.Response, url: str, http: HttpConfig) -> Fetched:
 
 
 def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> bytes:
-    """Stream the body, stopping past max_bytes or past the whole-body deadline."""
+    """Stream the body, stopping past max_bytes (the deadline cuts a slow one)."""
     chunks: list[bytes] = []
     n = 0
-    deadline = time.monotonic() + BODY_DEADLINE_FACTOR * http.timeout
     try:
         for chunk in resp.iter_content(CHUNK):
             n += len(chunk)
@@ -289,15 +530,6 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
                     nbytes=n,
                 )
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise FetchError(
-                    url,
-                    FetchOutcome.TIMEOUT,
-                    f"the body did not arrive within {BODY_DEADLINE_FACTOR * http.timeout:g} s "
-                    f"({n} bytes so far); raise [http] timeout if the site is this slow",
-                    status=status,
-                    nbytes=n,
-                )
     except requests.exceptions.ChunkedEncodingError as exc:
         cut = _find(exc, IncompleteRead)
         if cut is not None and isinstance(cut.partial, int) and isinstance(cut.expected, int):
@@ -349,6 +581,12 @@ def _status_text(resp: requests.Response, retries: int, http: HttpConfig) -> str
         )
     if retries:
         text += f" after {_retries(retries)}"
+    deadline = _DEADLINE.get()
+    if deadline is not None and deadline.refused_wait is not None:
+        text += (
+            f"; not retried again: the wait of {deadline.refused_wait:.0f} s would pass "
+            f"[http] deadline = {http.deadline:g} s"
+        )
     if resp.status_code == 404:
         text += "; check [[sources]] url"
     return text

@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -591,16 +592,51 @@ def render_charts(
 # --- scrape: live pages (fetch -> archive -> parse -> store), every attempt recorded ---------
 
 _log = logging.getLogger("ticker.pipeline")
-PENDING_DIR = ".pending"  # under [archive] dir: attempts waiting for a locked database
+PENDING_DIR = ".pending"  # under [archive] dir: attempts waiting for the database
+SET_ASIDE = ".bad"  # a spool file that cannot be read is renamed to this suffix
+MAX_UNKEPT = 1000  # attempts a daemon holds in memory while neither store nor spool works
+
+
+@dataclass(frozen=True)
+class Validators:
+    """A source's conditional-GET validators and the stored page they came with: a 304
+    against them means "that page", so it is taken only from a store that holds it."""
+
+    etag: str | None
+    last_modified: str | None
+    page_key: str
 
 
 @dataclass
 class ScrapeState:
     """What the daemon keeps between jobs: the conditional-GET validators of each source,
-    read from the store once, so that a job opens the database only to write."""
+    read from the store once, so that a job opens the database only to write; and the
+    attempts that neither the database nor the pending directory could take, retried at
+    the next job."""
 
-    validators: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict)
+    validators: dict[tuple[str, str], Validators] = field(default_factory=dict)
     loaded: bool = False
+    unkept: list[tuple[Attempt, PageRecord | None]] = field(default_factory=list)
+
+
+class _LockWait:
+    """One wait for the database per job: every opening of the store in a scrape draws
+    on the same [store] lock_timeout, so a job waits at most that long in all."""
+
+    def __init__(self, seconds: float) -> None:
+        self.total = seconds
+        self.left = seconds
+
+    @contextlib.contextmanager
+    def open(self, config: Config, *, read_only: bool = False) -> Iterator[Store]:
+        t0 = time.monotonic()
+        try:
+            with Store.open(config.store_path, max(self.left, 0.0), read_only=read_only) as st:
+                self.left -= time.monotonic() - t0
+                yield st
+        except StoreLockedError as exc:  # the wait of the whole job is used up
+            self.left = 0.0
+            raise StoreLockedError(exc.path, self.total, exc.holder) from None
 
 
 def scrape(
@@ -609,42 +645,67 @@ def scrape(
     *,
     session: requests.Session | None = None,
     state: ScrapeState | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Attempt]:
     """Fetch every [[sources]] page once: archive it, parse it, store its quotes, and
-    record the attempt. Never raises for a network, page or database fault: each one is
-    an attempt's outcome. An attempt the database was too busy to take is kept under
-    [archive] dir/.pending and recorded (its page stored) by the next scrape."""
+    record the attempt (once `stop` is set, the sources not fetched yet are left). Never
+    raises for a network, page or database fault: each one is an attempt's outcome. An
+    attempt the database could not take (locked, full, broken) is kept under [archive]
+    dir/.pending and recorded (its page stored) by the next scrape; with a `state` kept
+    between jobs (the daemon's), one that cannot be written there either is held in it
+    and retried at the next job. The job waits at most [store] lock_timeout for the
+    database in all."""
     from ticker.fetch import make_session
 
+    keeps = state is not None
     state = state if state is not None else ScrapeState()
+    wait = _LockWait(config.lock_timeout)
     if not state.loaded:
-        _load_validators(config, state)
+        _load_validators(config, state, wait)
     own = session is None
     if session is None:
         session = make_session(config.http)
     t0 = time.monotonic()
-    fetched: list[tuple[Attempt, PageRecord | None]] = []
-    try:
-        for source in config.sources:
+
+    def fetch_all(
+        sources: Iterable[Source], conditional: bool = True
+    ) -> list[tuple[Attempt, PageRecord | None]]:
+        out = []
+        for source in sources:
+            if stop is not None and stop.is_set():
+                break
             # Capture time: the job's `now`, moved on by the time earlier sources took,
             # in whole seconds (as WARC-Date keeps it, so a re-parse matches the capture).
             elapsed = timedelta(seconds=time.monotonic() - t0)
             started = (now + elapsed).astimezone(UTC).replace(microsecond=0)
-            fetched.append(_fetch_source(config, source, started, session, state))
+            out.append(_fetch_source(config, source, started, session, state, conditional))
+        return out
+
+    try:
+        recorded, stale = _store_attempts(
+            config, fetch_all(config.sources), state, now, wait, keeps
+        )
+        if stale:
+            # 304s against validators whose page this store does not hold (it was moved
+            # aside, replaced or restored): those pages are fetched whole, now.
+            by_name = {s.name: s for s in config.sources}
+            again = fetch_all((by_name[name] for name in stale), conditional=False)
+            recorded += _store_attempts(config, again, state, now, wait, keeps)[0]
     finally:
         if own:
             session.close()
-    return _store_attempts(config, fetched, state, now)
+    order = {s.name: i for i, s in enumerate(config.sources)}
+    return sorted(recorded, key=lambda a: order.get(a.source, len(order)))
 
 
-def _load_validators(config: Config, state: ScrapeState) -> None:
+def _load_validators(config: Config, state: ScrapeState, wait: _LockWait) -> None:
     try:
-        with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
+        with wait.open(config, read_only=True) as store:
             for source in config.sources:
-                state.validators[(source.name, source.url)] = store.validators(
-                    source.name, source.url
-                )
-    except TickerError as exc:
+                found = store.validators(source.name, source.url)
+                if found is not None:
+                    state.validators[(source.name, source.url)] = Validators(*found)
+    except (TickerError, duckdb.Error) as exc:
         _log.warning("%s; fetching without a conditional GET this time", exc)
         return
     state.loaded = True
@@ -656,13 +717,14 @@ def _fetch_source(
     started: datetime,
     session: requests.Session,
     state: ScrapeState,
+    conditional: bool = True,
 ) -> tuple[Attempt, PageRecord | None]:
     """Fetch, archive and parse one source's page; the attempt says how it went."""
     from ticker.archive import archive_page
     from ticker.fetch import FetchOutcome, fetch
 
     t0 = time.monotonic()
-    etag, last_modified = state.validators.get((source.name, source.url), (None, None))
+    known = state.validators.get((source.name, source.url)) if conditional else None
     attempt = Attempt(
         id=uuid.uuid4().hex,
         source=source.name,
@@ -672,7 +734,13 @@ def _fetch_source(
         outcome=FetchOutcome.OK.value,
     )
     try:
-        got = fetch(session, source.url, config.http, etag=etag, last_modified=last_modified)
+        got = fetch(
+            session,
+            source.url,
+            config.http,
+            etag=known.etag if known else None,
+            last_modified=known.last_modified if known else None,
+        )
     except FetchError as exc:
         failed = replace(
             attempt,
@@ -691,6 +759,15 @@ def _fetch_source(
         last_modified=got.last_modified,
         final_url=got.final_url,
     )
+    if got.not_modified and not (known and (known.etag or known.last_modified)):
+        failed = replace(
+            attempt,
+            duration=time.monotonic() - t0,
+            outcome=FetchOutcome.HTTP_ERROR.value,
+            error=f"{source.url}: HTTP 304 Not Modified to a GET without validators; no page "
+            "to store",
+        )
+        return failed, None
     if got.not_modified:
         done = replace(attempt, outcome=FetchOutcome.NOT_MODIFIED.value)
         return replace(done, duration=time.monotonic() - t0), None
@@ -762,66 +839,200 @@ def _store_attempts(
     fetched: Sequence[tuple[Attempt, PageRecord | None]],
     state: ScrapeState,
     now: datetime,
-) -> list[Attempt]:
-    """Store each page and record its attempt, page by page; what the database could not
-    take (locked, broken) is spooled to the pending directory instead."""
+    wait: _LockWait,
+    keeps: bool,
+) -> tuple[list[Attempt], list[str]]:
+    """Store each page and record its attempt, page by page, after the attempts of
+    earlier jobs that are still waiting (spooled, or held in `state`). What the database
+    cannot take (locked, full, broken) is spooled to the pending directory instead, or
+    held in `state` when `keeps` and the spool cannot take it either.
+
+    Returns the attempts of `fetched` (as recorded, spooled or held) and the sources
+    whose 304 was not taken: this store does not hold the page their validators came
+    with, so their pages are to be fetched again unconditionally."""
+    earlier, state.unkept = state.unkept, []
+    todo = [*earlier, *fetched]
+    handled = 0  # of todo, recorded (or dropped as a stale 304)
     recorded: list[Attempt] = []
+    stale: list[str] = []
     mark = time.monotonic()  # an attempt's duration includes its share of the store work
     try:
-        with Store.open(config.store_path, config.lock_timeout) as store:
+        with wait.open(config) as store:
             _flush_pending(config, store, now)
-            for attempt, record in fetched:
-                done: list[Attempt] = []
-
-                def record_attempt(
-                    counts: WriteCounts | None,
-                    attempt: Attempt = attempt,
-                    record: PageRecord | None = record,
-                    done: list[Attempt] = done,
-                    started: float = mark,
-                ) -> None:
-                    if record is not None and counts is not None:
-                        attempt = _with_counts(attempt, record, counts)
-                    spent = time.monotonic() - started
-                    attempt = replace(attempt, duration=attempt.duration + spent)
-                    store.record_attempts([attempt], now)
-                    done.append(attempt)
-
-                if record is not None:
-                    # The page and its attempt land in one transaction, or neither does.
-                    store.write_pages([record], now=now, before_commit=record_attempt)
-                else:
-                    record_attempt(None)
-                attempt = done[0]
+            for attempt, record in todo:
+                key = (attempt.source, attempt.url)
+                known = state.validators.get(key)
+                if attempt.outcome == "not_modified" and (
+                    known is None or not store.holds_page(known.page_key)
+                ):
+                    _log.info(
+                        "%s: HTTP 304, but the page its validators came with is not in %s "
+                        "(moved aside, replaced or restored?); fetching it whole",
+                        attempt.url,
+                        config.store_path,
+                    )
+                    state.validators.pop(key, None)
+                    stale.append(attempt.source)
+                    handled += 1
+                    continue
+                done = _record(store, attempt, record, now, mark)
+                handled += 1
                 mark = time.monotonic()
-                recorded.append(attempt)
-                if attempt.outcome == "ok" and attempt.capture_id is not None:
-                    state.validators[(attempt.source, attempt.url)] = (
-                        attempt.etag,
-                        attempt.last_modified,
+                if handled <= len(earlier):
+                    _log.info("recorded an attempt kept from an earlier job: %s", _short(done))
+                else:
+                    recorded.append(done)
+                if done.outcome == "ok" and done.capture_id is not None and record is not None:
+                    state.validators[key] = Validators(
+                        done.etag, done.last_modified, record.page_key
                     )
     except (TickerError, duckdb.Error) as exc:
+        problem = _store_problem(config, exc)
         locked = isinstance(exc, StoreLockedError)
-        spooled = [a for a, _ in fetched[len(recorded) :]]
-        pages = {a.id for a, r in fetched if r is not None}
-        for attempt in spooled:
-            if attempt.id in pages:
-                # The page is in the archive; the next scrape stores it from there.
-                was = f"{attempt.outcome}" + (f": {attempt.error}" if attempt.error else "")
-                later = (
-                    "the next scrape stores the page from the archive"
-                    if attempt.archive_path
-                    else "the page was not archived either, so its quotes are lost"
-                )
-                attempt = replace(
-                    attempt,
-                    outcome="store_locked" if locked else "store_error",
-                    error=f"{exc} (the fetch itself: {was}; {later})",
-                )
-            attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
-            _spool(config, attempt)
-            recorded.append(attempt)
-    return recorded
+        for i, (attempt, record) in enumerate(todo[handled:], handled):
+            from_earlier = i < len(earlier)
+            if not from_earlier:
+                attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
+            kept = _keep(config, state, attempt, record, problem, locked, keeps, from_earlier)
+            if not from_earlier:
+                recorded.append(kept)
+    return recorded, stale
+
+
+def _record(
+    store: Store, attempt: Attempt, record: PageRecord | None, now: datetime, mark: float
+) -> Attempt:
+    """Record one attempt, with its page when it has one: both in one transaction."""
+    done: list[Attempt] = []
+
+    def record_attempt(counts: WriteCounts | None) -> None:
+        a = attempt
+        if record is not None and counts is not None:
+            a = _with_counts(a, record, counts)
+        a = replace(a, duration=a.duration + time.monotonic() - mark)
+        store.record_attempts([a], now)
+        done.append(a)
+
+    if record is not None:
+        store.write_pages([record], now=now, before_commit=record_attempt)
+    else:
+        record_attempt(None)
+    return done[0]
+
+
+def _store_problem(config: Config, exc: BaseException) -> str:
+    """What stopped the store, naming the database (DuckDB's own errors do not)."""
+    if isinstance(exc, TickerError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{config.store_path}: cannot write to the database: {text}"
+
+
+def _keep(
+    config: Config,
+    state: ScrapeState,
+    attempt: Attempt,
+    record: PageRecord | None,
+    problem: str,
+    locked: bool,
+    keeps: bool,
+    from_earlier: bool,
+) -> Attempt:
+    """An attempt the database could not take: spooled to the pending directory (its
+    page, if any, is in the archive), else held in `state` for the next job when the
+    caller keeps it, else reported as not kept. Returns the attempt as reported."""
+    pending = config.archive_dir / PENDING_DIR
+    failed_outcome = "store_locked" if locked else "store_error"
+    was = f"{attempt.outcome}" + (f": {attempt.error}" if attempt.error else "")
+    # A page that is not in the archive lives only in `record`: the spool cannot hold it.
+    page_only_here = record is not None and not attempt.archive_path
+    if from_earlier:
+        if not (keeps and page_only_here) and _spool(config, attempt, problem) is None:
+            return attempt
+        _hold(state, attempt, record)
+        return attempt
+    if record is not None:
+        attempt = replace(attempt, outcome=failed_outcome)
+    if keeps and page_only_here:
+        held = replace(
+            attempt,
+            error=f"{problem} (the fetch itself: {was}; the page was not archived: it is "
+            "held in memory and stored at the next job)",
+        )
+        _hold(state, held, record)
+        return held
+    spooled = replace(
+        attempt,
+        error=(
+            f"{problem} (the fetch itself: {was}; "
+            + (
+                "the next scrape stores the page from the archive)"
+                if attempt.archive_path
+                else "the page was not archived either, so its quotes are lost)"
+            )
+        )
+        if record is not None
+        else attempt.error,
+    )
+    spool_error = _spool(config, spooled, problem)
+    if spool_error is None:
+        if record is None:
+            return replace(
+                attempt,
+                error=f"{attempt.error or attempt.outcome} (not recorded yet: {problem}; "
+                f"kept in {pending}, the next scrape records it)",
+            )
+        return spooled
+    if keeps:
+        held = replace(
+            spooled,
+            error=f"{spooled.error or spooled.outcome}; held in memory and recorded at the "
+            f"next job ({pending} cannot take it: {spool_error})",
+        )
+        _hold(state, held, record)
+        return held
+    page = (
+        f"its page is in {attempt.archive_path}: `ticker backfill {config.archive_dir}` stores it"
+        if attempt.archive_path
+        else ("its quotes are lost" if record is not None else "")
+    )
+    return replace(
+        attempt,
+        outcome=failed_outcome,
+        error=f"{problem}; NOT KEPT: this attempt could not be recorded, nor kept in "
+        f"{pending} ({spool_error})"
+        + (f"; {page}" if page else "")
+        + f" (the fetch itself: {was})",
+    )
+
+
+def _hold(state: ScrapeState, attempt: Attempt, record: PageRecord | None) -> None:
+    state.unkept.append((attempt, record))
+    if len(state.unkept) > MAX_UNKEPT:
+        lost, _ = state.unkept.pop(0)
+        _log.error(
+            "attempt of %s at %s lost: more than %d attempts wait for the database",
+            lost.source,
+            lost.started_at.isoformat(),
+            MAX_UNKEPT,
+        )
+
+
+def release_unkept(config: Config, state: ScrapeState) -> None:
+    """When the daemon stops: what it held in memory goes to the pending directory (the
+    attempts; a page that was not archived cannot go with them), or is reported lost."""
+    for attempt, record in state.unkept:
+        problem = _spool(config, attempt, "the daemon stopped while the store could not take it")
+        lost = "its quotes are lost" if record is not None and not attempt.archive_path else ""
+        if problem is not None:
+            _log.error("attempt %s lost: %s", _short(attempt), problem)
+        elif lost:
+            _log.error("attempt %s kept in %s, but %s", _short(attempt), PENDING_DIR, lost)
+    state.unkept = []
+
+
+def _short(a: Attempt) -> str:
+    return f"{a.source} {a.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%SZ} {a.outcome}"
 
 
 def _with_counts(attempt: Attempt, record: PageRecord, counts: WriteCounts) -> Attempt:
@@ -834,63 +1045,133 @@ def _with_counts(attempt: Attempt, record: PageRecord, counts: WriteCounts) -> A
     )
 
 
-def _spool(config: Config, attempt: Attempt) -> None:
+def _spool(config: Config, attempt: Attempt, why: str | None = None) -> str | None:
+    """Write the attempt to the pending directory, with why the store did not take it;
+    the reason when that fails."""
     from ticker.archive import write_atomic
 
     path = config.archive_dir / PENDING_DIR / f"{attempt.id}.json"
-    data = asdict(attempt)
+    data: dict[str, Any] = asdict(attempt)
     data["started_at"] = attempt.started_at.isoformat()
+    if why:
+        data[_WHY] = why
     try:
         write_atomic(path, json.dumps(data, sort_keys=True).encode())
     except ArchiveError as exc:
-        _log.error("attempt of %s lost: %s", attempt.source, exc)
+        return str(exc)
+    return None
 
 
 def pending_attempts(config: Config) -> list[Path]:
-    """Attempts spooled while the database was busy, oldest first."""
+    """Attempts spooled while the database could not take them, oldest first."""
     directory = config.archive_dir / PENDING_DIR
     if not directory.is_dir():
         return []
     return sorted(directory.glob("*.json"))
 
 
+def set_aside_attempts(config: Config) -> list[Path]:
+    """Spool files that could not be read and were set aside."""
+    directory = config.archive_dir / PENDING_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"*{SET_ASIDE}"))
+
+
+_WHY = "not_stored_because"  # in a spool file: why the store did not take the attempt
+
+
+def read_spooled(file: Path) -> tuple[Attempt, str | None]:
+    """One spooled attempt and why it waits; ValueError when the file is not one (torn,
+    not JSON, or values no attempt has)."""
+    try:
+        data = json.loads(file.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not an attempt")
+    why = data.pop(_WHY, None)
+    try:
+        data["started_at"] = datetime.fromisoformat(data["started_at"])
+        attempt = Attempt(**data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an attempt ({type(exc).__name__}: {exc})") from None
+    text = ("id", "source", "url", "outcome")
+    optional_text = ("error", "etag", "last_modified", "final_url", "archive_path")
+    counts = ("nbytes", "new", "already", "revised")
+    optional_ints = ("http_status", "capture_id")
+    values = asdict(attempt)
+    ok = (
+        attempt.started_at.tzinfo is not None
+        and all(isinstance(values[k], str) for k in text)
+        and all(values[k] is None or isinstance(values[k], str) for k in optional_text)
+        and all(_small_int(values[k]) for k in counts)
+        and all(values[k] is None or _small_int(values[k]) for k in optional_ints)
+        and isinstance(attempt.duration, int | float)
+        and 0 <= attempt.duration < 1e6
+    )
+    if not ok or not (why is None or isinstance(why, str)):
+        raise ValueError("not an attempt (a value of the wrong kind)")
+    return attempt, why
+
+
+def _small_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+
+
 def _flush_pending(config: Config, store: Store, now: datetime) -> None:
-    """Record spooled attempts, storing their archived pages first (a page_key already
-    stored adds nothing, an attempt id already recorded is skipped: a crash mid-way
-    repeats harmlessly)."""
+    """Record spooled attempts, storing their archived pages first, each attempt with its
+    page in one transaction (a page_key already stored adds nothing, an attempt id
+    already recorded is skipped: a crash mid-way repeats harmlessly).
+
+    A fault of the store stops here and leaves every entry pending for the next scrape;
+    only a file that is not a spooled attempt is set aside (renamed .bad, and reported
+    by `ticker status`)."""
     by_name = {s.name: s for s in config.sources}
     for file in pending_attempts(config):
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            data["started_at"] = datetime.fromisoformat(data["started_at"])
-            attempt = Attempt(**data)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            _log.warning("%s: unreadable spooled attempt (%s); renamed to .bad", file, exc)
-            file.replace(file.with_suffix(".bad"))
+            attempt, _ = read_spooled(file)
+        except ValueError as exc:
+            _log.warning("%s: %s; set aside as %s", file, exc, file.with_suffix(SET_ASIDE).name)
+            with contextlib.suppress(OSError):
+                file.replace(file.with_suffix(SET_ASIDE))
             continue
         source = by_name.get(attempt.source)
-        try:
-            if attempt.archive_path and attempt.capture_id is None and source is not None:
+        records: list[PageRecord] = []
+        if attempt.archive_path and attempt.capture_id is None and source is not None:
+            try:
+                pages = list(read_pages(Path(attempt.archive_path)))
+            except InputError as exc:
+                _log.warning("spooled attempt %s: %s; recorded without its page", file, exc)
+                pages = []
+            for page in pages:
                 try:
-                    pages = list(read_pages(Path(attempt.archive_path)))
-                except InputError as exc:
-                    _log.warning("spooled attempt %s: %s; recorded without its page", file, exc)
-                    pages = []
-                for page in pages:
-                    try:
-                        record = page_record(page, source, now=now)
-                    except Exception as exc:  # a parser bug on one page must not cost the attempt
-                        _log.warning(
-                            "spooled attempt %s: the parser failed on its page (%r)", file, exc
-                        )
-                        continue
-                    attempt = _with_counts(attempt, record, store.write_pages([record], now=now))
+                    records.append(page_record(page, source, now=now))
+                except Exception as exc:  # a parser bug: the page stays in the archive
+                    _log.warning(
+                        "spooled attempt %s: the parser failed on %s (%s: %s); recorded "
+                        "without its page, which `ticker backfill` reads again after a fix",
+                        file,
+                        attempt.archive_path,
+                        type(exc).__name__,
+                        exc,
+                    )
+        if records:
+
+            def record_attempt(
+                counts: WriteCounts, attempt: Attempt = attempt, first: PageRecord = records[0]
+            ) -> None:
+                store.record_attempts([_with_counts(attempt, first, counts)], now)
+
+            store.write_pages(records, now=now, before_commit=record_attempt)
+        else:
             store.record_attempts([attempt], now)
-        except Exception as exc:  # one bad entry must not block every later job
-            _log.warning("%s: cannot record this spooled attempt (%s); renamed to .bad", file, exc)
-            file.replace(file.with_suffix(".bad"))
-            continue
-        file.unlink(missing_ok=True)
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:  # recorded: a replay adds nothing
+            _log.warning("%s: recorded, but cannot be removed (%s)", file, exc.strerror)
 
 
 def describe_attempt(a: Attempt) -> str:
@@ -923,6 +1204,15 @@ class SourceStatus:
     # The newest observation is dated after today (with a day of slack): its age says
     # nothing, so the source is not fresh (stale is set too) until the date is put right.
     future: bool = False
+    waiting: int = 0  # attempts in the pending directory, waiting to be stored
+    waiting_because: str | None = None  # why the newest of them was not stored
+    unstored: int = 0  # archived pages after the last recorded attempt, not in the store
+    unreadable_spooled: int = 0  # spool files that cannot be read (of any source)
+
+    @property
+    def unsettled(self) -> bool:
+        """Something fetched is not (yet) in the store."""
+        return bool(self.waiting or self.unstored or self.unreadable_spooled)
 
     def as_dict(self) -> dict[str, Any]:
         def stamp(t: datetime | None) -> str | None:
@@ -942,23 +1232,35 @@ class SourceStatus:
             "stale": self.stale,
             "failing": self.failing,
             "future_date": self.future,
+            "waiting_attempts": self.waiting,
+            "waiting_because": self.waiting_because,
+            "unstored_pages": self.unstored,
+            "unreadable_spooled": self.unreadable_spooled,
         }
 
 
 def status(config: Config, now: datetime) -> list[SourceStatus]:
     """Each source's health at `now`: stale when its newest observation is older than
-    [status] stale_after, failing when its last attempt failed."""
+    [status] stale_after, failing when its last attempt failed; and what was fetched but
+    is not in the store: attempts waiting in the pending directory, spool files that
+    cannot be read, and archived pages newer than the last recorded attempt."""
+    waiting, unreadable = _spool_report(config)
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         store.verify()  # a health report must not show what it could read of a damaged file
         health = [store.source_health(s.name) for s in config.sources]
+        unstored = [
+            _unstored_pages(config, store, s.name, _from_ms(h.last_attempt_ms), waiting)
+            for s, h in zip(config.sources, health, strict=True)
+        ]
     out = []
-    for source, h in zip(config.sources, health, strict=True):
+    for source, h, lost in zip(config.sources, health, unstored, strict=True):
         age, future = None, False
         if h.newest_date is not None:
             day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
             age = (now - day_start).total_seconds()
             today = now.astimezone(source.tz).date()
             future = h.newest_date > today + timedelta(days=1)
+        mine = sorted(waiting.get(source.name, []), key=lambda w: w[0].started_at)
         out.append(
             SourceStatus(
                 source=source.name,
@@ -974,9 +1276,66 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
                 stale=age is None or age > config.stale_after or future,
                 failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
                 future=future,
+                waiting=len(mine),
+                waiting_because=mine[-1][1] if mine else None,
+                unstored=lost,
+                unreadable_spooled=unreadable,
             )
         )
     return out
+
+
+def _spool_report(
+    config: Config,
+) -> tuple[dict[str, list[tuple[Attempt, str | None]]], int]:
+    """The spooled attempts by source (with why each waits), and how many spool files
+    cannot be read (set aside, or to be set aside by the next scrape)."""
+    waiting: dict[str, list[tuple[Attempt, str | None]]] = {}
+    unreadable = len(set_aside_attempts(config))
+    for file in pending_attempts(config):
+        try:
+            attempt, why = read_spooled(file)
+        except ValueError:
+            unreadable += 1
+            continue
+        waiting.setdefault(attempt.source, []).append((attempt, why))
+    return waiting, unreadable
+
+
+_ARCHIVE_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _unstored_pages(
+    config: Config,
+    store: Store,
+    source: str,
+    after: datetime | None,
+    waiting: dict[str, list[tuple[Attempt, str | None]]],
+) -> int:
+    """Archived pages of `source` captured since its last recorded attempt that neither
+    wait in the pending directory nor are known to the store (the page of a recorded
+    attempt, or loaded by backfill): fetched, then lost on the way (a store and a spool
+    that could not take them). Cheap: only the archive's day directories from the last
+    attempt's day on are listed, and only what the store has since then is read."""
+    root = config.archive_dir
+    first_day = f"{after.astimezone(UTC):%Y-%m-%d}" if after else ""
+    last = f"{after.astimezone(UTC):%Y%m%dT%H%M%SZ}" if after else ""
+    name_re = re.compile(rf"^(\d{{8}}T\d{{6}}Z)-{re.escape(source)}-[0-9a-f]{{12}}\.warc\.gz$")
+    spooled = {Path(a.archive_path).name for a, _ in waiting.get(source, []) if a.archive_path}
+    found: list[str] = []
+    try:
+        days = [d for d in os.scandir(root) if _ARCHIVE_DAY.match(d.name) and d.name >= first_day]
+        for day in days:
+            for entry in os.scandir(day.path):
+                m = name_re.match(entry.name)
+                if m and m.group(1) >= last and entry.name not in spooled:
+                    found.append(entry.name)
+    except OSError:
+        return 0  # no archive (yet), or not readable: nothing to compare
+    if not found:
+        return 0
+    known = store.archive_names_since(source, after)
+    return sum(1 for name in found if name not in known)
 
 
 def _from_ms(ms: int | None) -> datetime | None:

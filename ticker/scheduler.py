@@ -30,6 +30,7 @@ log = logging.getLogger("ticker.run")
 # How long a stop signal waits for the running job before abandoning it. Kept below
 # systemd's default TimeoutStopSec (90 s), so a stop never ends in SIGKILL.
 SHUTDOWN_GRACE = 30.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
@@ -126,6 +127,7 @@ class Daemon:
         self._guarded("chart", lambda: self._charts("schedule"))
 
     def close(self) -> None:
+        pipeline.release_unkept(self.config, self.state)
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -153,7 +155,7 @@ class Daemon:
 
             self.session = make_session(self.config.http)
         attempts = pipeline.scrape(
-            self.config, self.clock(), session=self.session, state=self.state
+            self.config, self.clock(), session=self.session, state=self.state, stop=self.stopping
         )
         for a in attempts:
             level = logging.INFO if a.success else logging.WARNING
@@ -240,7 +242,7 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
 
 
 def run(config: Config) -> int:
-    """Run the daemon until SIGTERM or SIGINT; return the exit code (0)."""
+    """Run the daemon until SIGTERM, SIGINT or SIGHUP; return the exit code (0)."""
     from apscheduler.schedulers import SchedulerNotRunningError
 
     if log.getEffectiveLevel() > logging.DEBUG:
@@ -256,12 +258,18 @@ def run(config: Config) -> int:
             _exit_now()
         daemon.stopping.set()
         log.info("%s: stopping after the running job (at most %.0f s)", name, SHUTDOWN_GRACE)
+        # A fetch in flight ends now (a `timeout` that says why), so the job records its
+        # attempts and finishes instead of waiting out [http] deadline for a slow server.
+        from ticker.fetch import cut_fetches
+
+        cut_fetches(f"ticker run is stopping ({name})")
         try:
             scheduler.shutdown(wait=False)
         except SchedulerNotRunningError:
             pass
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # A hang-up (the terminal or ssh session of `make run` closing) stops it the same way.
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     log.info(
         "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
         ", ".join(s.name for s in config.sources),

@@ -6,7 +6,7 @@ import csv
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from ticker.models import Point, Quote, Series
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
 _MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _PID_RE = re.compile(r"\(PID (\d+)\)")
+_RECORD_NO = re.compile(r"#\d+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,8 +328,7 @@ class Store:
         counts = WriteCounts()
         now = now or datetime.now().astimezone()
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con, self.path):
             keys = list(dict.fromkeys(p.page_key for p in pages))
             existing = dict(
                 con.execute(
@@ -380,10 +380,6 @@ class Store:
                 )
             if before_commit is not None:
                 before_commit(counts)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return counts
 
     def _classify(
@@ -485,27 +481,26 @@ class Store:
         # One thread: faster for batches this size, and it leaves the other cores to the
         # backfill workers reading the next batch.
         con.execute("SET threads = 1")
-        con.execute("BEGIN TRANSACTION")
         try:
-            if pages_csv:
-                self._apply_stage(pages_csv, now, counts)
-            if files_csv:
-                con.execute(
-                    f"""INSERT INTO loaded_files
-                        SELECT file_key, path, pages, $2::TIMESTAMPTZ
-                        FROM {_READ_CSV.format(columns=_struct(STAGE_FILE_COLUMNS))}
-                        QUALIFY row_number() OVER (PARTITION BY file_key) = 1
-                        ON CONFLICT DO NOTHING""",
-                    [[str(p) for p in files_csv], now],
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            with _transaction(con, self.path):
+                if pages_csv:
+                    self._apply_stage(pages_csv, now, counts)
+                if files_csv:
+                    con.execute(
+                        f"""INSERT INTO loaded_files
+                            SELECT file_key, path, pages, $2::TIMESTAMPTZ
+                            FROM {_READ_CSV.format(columns=_struct(STAGE_FILE_COLUMNS))}
+                            QUALIFY row_number() OVER (PARTITION BY file_key) = 1
+                            ON CONFLICT DO NOTHING""",
+                        [[str(p) for p in files_csv], now],
+                    )
         finally:
-            for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
-                con.execute(f"DROP TABLE IF EXISTS temp.{table}")
-            con.execute("RESET threads")
+            # Tidying only (temporary tables end with the connection): after a failed
+            # write it may fail too, and must not hide why the write failed.
+            with suppress(duckdb.Error):
+                for table in ("stage", "fresh0", "fresh", "qsets", "qv", "vc"):
+                    con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+                con.execute("RESET threads")
         return counts
 
     def _apply_stage(self, pages_csv: Sequence[Path], now: datetime, counts: WriteCounts) -> None:
@@ -762,16 +757,38 @@ class Store:
             [*_columns(rows, 17), now],
         )
 
-    def validators(self, source: str, url: str) -> tuple[str | None, str | None]:
-        """ETag and Last-Modified of the newest ok attempt whose page was stored: a 304
-        against them is safe, since that page's quotes are in the store."""
+    def validators(self, source: str, url: str) -> tuple[str | None, str | None, str] | None:
+        """ETag, Last-Modified and page key of the newest ok attempt whose page is stored:
+        a 304 against them is safe while this store holds that page."""
         rows = self.con.execute(
-            """SELECT etag, last_modified FROM attempts
-               WHERE source = $1 AND url = $2 AND outcome = 'ok' AND capture_id IS NOT NULL
-               ORDER BY started_at DESC LIMIT 1""",
+            """SELECT a.etag, a.last_modified, c.page_key
+               FROM attempts a JOIN captures c ON c.id = a.capture_id
+               WHERE a.source = $1 AND a.url = $2 AND a.outcome = 'ok'
+               ORDER BY a.started_at DESC LIMIT 1""",
             [source, url],
         ).fetchall()
-        return (rows[0][0], rows[0][1]) if rows else (None, None)
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def holds_page(self, page_key: str) -> bool:
+        rows = self.con.execute(
+            "SELECT count(*) FROM captures WHERE page_key = $1", [page_key]
+        ).fetchall()
+        return bool(rows[0][0])
+
+    def archive_names_since(self, source: str, since: datetime | None) -> set[str]:
+        """The archive file names of the pages of `source` the store knows, captured at
+        `since` or later: those of its recorded attempts, and those loaded by backfill."""
+        rows = self.con.execute(
+            """SELECT archive_path FROM attempts
+               WHERE source = $1 AND archive_path IS NOT NULL
+                 AND ($2 IS NULL OR started_at >= $2)
+               UNION ALL
+               SELECT origin FROM captures
+               WHERE source = $1 AND ($2 IS NULL OR captured_at >= $2)""",
+            [source, since],
+        ).fetchall()
+        # a page read from a WARC file has the origin "<path>#<record number>"
+        return {Path(_RECORD_NO.sub("", path)).name for (path,) in rows}
 
     def source_health(self, source: str) -> SourceHealth:
         """The facts `ticker status` reports for one source (times as epoch ms)."""
@@ -833,25 +850,66 @@ def _pending(con: duckdb.DuckDBPyConnection) -> bool:
 
 def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Apply each numbered migration not yet recorded, each in its own transaction."""
-    con.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
-               applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"""
-    )
-    done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    try:
+        con.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
+                   applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"""
+        )
+        done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    except duckdb.Error as exc:
+        raise StoreError(path, f"cannot set up the database: {_cause(exc)}") from None
     for version, name, file in migrations():
         if version in done:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con, path, f"migration {file.name} failed", duckdb.Error):
             con.execute(file.read_text(encoding="utf-8"))
             con.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [version, name]
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                [version, name],
             )
-            con.execute("COMMIT")
-        except duckdb.Error as exc:
+
+
+# DuckDB errors that come from the world (the disk, memory, a damaged file), not from
+# ticker's SQL: a write that meets one is reported as a StoreError naming the file.
+WORLD_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.OperationalError,  # I/O (a full disk), a failed commit, the connection
+    duckdb.FatalException,
+    duckdb.InternalException,
+    duckdb.PermissionException,
+)
+
+
+@contextmanager
+def _transaction(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    failed: str = "cannot write to the database",
+    world_errors: type[duckdb.Error] | tuple[type[duckdb.Error], ...] = WORLD_ERRORS,
+) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error while keeping that error: a COMMIT that
+    failed (the disk full) has ended the transaction already, and the ROLLBACK's own
+    complaint ("no transaction is active") must not hide the cause. A fault of the world
+    becomes a StoreError naming the database and the cause; bugs keep their traceback."""
+    try:
+        con.execute("BEGIN TRANSACTION")
+        yield
+        con.execute("COMMIT")
+    except BaseException as exc:
+        with suppress(duckdb.Error):
             con.execute("ROLLBACK")
-            raise StoreError(path, f"migration {file.name} failed: {exc}") from None
+        if isinstance(exc, world_errors):
+            raise StoreError(
+                path,
+                f"{failed}: {_cause(exc)} (this write was undone; what was stored before is kept)",
+            ) from exc
+        raise
+
+
+def _cause(exc: BaseException) -> str:
+    """DuckDB's message on one line, without its class prefix ("IO Error: ...")."""
+    text = " ".join(str(exc).split())
+    return re.sub(r"^[A-Za-z ]*Error: ", "", text)
 
 
 # --- attempts: records of the scrape daemon ------------------------------------------------
