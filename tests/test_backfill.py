@@ -29,7 +29,7 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ticker.pipeline as pipeline
+from ticker import backfill as backfill_job
 from ticker.config import load_config
 from ticker.dumps import SOURCE_HEADER
 
@@ -664,10 +664,10 @@ def _many_pages(project: Project, count: int) -> None:
     project.write("d1/broken.txt.gz", b"\x1f\x8b\x08\x00broken")
 
 
-def _run(project: Project, **kwargs: object) -> pipeline.BackfillSummary:
+def _run(project: Project, **kwargs: object) -> backfill_job.BackfillSummary:
     config = load_config(project.config)
     now = datetime(2025, 6, 1, tzinfo=UTC)
-    return pipeline.backfill(config, [str(project.dumps)], now=now, **kwargs)  # type: ignore[arg-type]
+    return backfill_job.backfill(config, [str(project.dumps)], now=now, **kwargs)  # type: ignore[arg-type]
 
 
 def test_worker_processes_and_small_batches_give_the_same_result(
@@ -679,10 +679,10 @@ def test_worker_processes_and_small_batches_give_the_same_result(
     shutil.copytree(single.dumps, pooled.dumps, dirs_exist_ok=True)
     # same origins in both: compare relative to each dumps directory
     one = _run(single, workers=1)
-    monkeypatch.setattr(pipeline, "BATCH_PAGES", 7)
+    monkeypatch.setattr(backfill_job, "BATCH_PAGES", 7)
     many = _run(pooled, workers=2)
 
-    def strip(summary: pipeline.BackfillSummary, root: Path) -> dict[str, object]:
+    def strip(summary: backfill_job.BackfillSummary, root: Path) -> dict[str, object]:
         rel = str(root)
         text = json.dumps(summary.__dict__, default=str).replace(rel, "<dumps>")
         loaded: dict[str, object] = json.loads(text)
@@ -760,8 +760,8 @@ def test_stage_directories_of_killed_backfills_are_removed(
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    dead = temp / f"{pipeline.STAGE_PREFIX}{int(gone.stdout)}-abc"
-    alive = temp / f"{pipeline.STAGE_PREFIX}{os.getpid()}-def"
+    dead = temp / f"{backfill_job.STAGE_PREFIX}{int(gone.stdout)}-abc"
+    alive = temp / f"{backfill_job.STAGE_PREFIX}{os.getpid()}-def"
     other = temp / "ticker-something-else"
     for d in (dead, alive, other):
         d.mkdir()

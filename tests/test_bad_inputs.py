@@ -31,9 +31,10 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ticker.pipeline as pipeline
+from ticker import backfill as backfill_job
 from ticker.config import Source, load_config
 from ticker.models import Page
+from ticker.sources.ticker import TickerReader
 
 DEC_09 = (
     ("KGS", "0.01144", "0"),
@@ -327,7 +328,7 @@ def test_every_hostile_file_at_once_in_worker_processes(project: Project) -> Non
     config = load_config(project.config)
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
-    summary = pipeline.backfill(config, [str(project.dumps)], now=now, workers=2)
+    summary = backfill_job.backfill(config, [str(project.dumps)], now=now, workers=2)
 
     assert summary.exit_code == 1
     lists = {
@@ -393,18 +394,18 @@ def test_a_parser_fault_on_one_page_lists_it_and_stores_the_rest(
     to report) and its file is read again next time."""
     write_good(project)
     poison = project.write("bad/poison.txt", text_page(DEC_09, "05 December 2025", "POISON"))
-    real = pipeline.page_record
+    real = TickerReader.read
 
-    def page_record(page: Page, *args: Any, **kwargs: Any) -> Any:
+    def read(self: TickerReader, page: Page, *args: Any, **kwargs: Any) -> Any:
         if b"POISON" in page.body:
             raise RecursionError("maximum recursion depth exceeded")
-        return real(page, *args, **kwargs)
+        return real(self, page, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "page_record", page_record)  # forked workers inherit it
+    monkeypatch.setattr(TickerReader, "read", read)  # forked workers inherit it
     config = load_config(project.config)
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
-    summary = pipeline.backfill(config, [str(project.dumps)], now=now, workers=workers)
+    summary = backfill_job.backfill(config, [str(project.dumps)], now=now, workers=workers)
 
     assert summary.exit_code == 1
     [(origin, reason)] = summary.unreadable
@@ -413,7 +414,7 @@ def test_a_parser_fault_on_one_page_lists_it_and_stores_the_rest(
     assert "bug" in reason
     assert set(dates(project)) == GOOD_DATES
     monkeypatch.undo()
-    again = pipeline.backfill(config, [str(project.dumps)], now=now, workers=workers)
+    again = backfill_job.backfill(config, [str(project.dumps)], now=now, workers=workers)
     assert (again.files_read, again.unreadable, again.new) == (1, [], 5)
 
 
@@ -435,12 +436,12 @@ def test_no_capture_time_or_date_line_raises_or_stores_a_day_to_come(
     line = f"{day.day:02d} {day:%B} {day.year:04d}" if dated else None
     page = Page("hostile.warc#1", text_page(MARCH_20, line).encode(), captured_at=captured)
 
-    record = pipeline.page_record(page, source, given_date, now=now)
+    record = TickerReader().read(page, source, now=now, given_date=given_date)
 
     if record.quote_date is None:
-        assert record.quotes == () and record.outcome in ("bad_date", "undated")
+        assert record.observations == () and record.outcome in ("bad_date", "undated")
         return
-    assert record.outcome == "ok" and len(record.quotes) == 5
+    assert record.outcome == "ok" and len(record.observations) == 5
     if captured is None:
         assert record.quote_date <= now.astimezone(source.tz).date()
     else:

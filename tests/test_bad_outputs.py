@@ -24,7 +24,7 @@ import pytest
 from conftest import MARCH_20, Project, one_error_line, text_page
 from servers import LocalServer, html, page, write_config
 
-from ticker.chart import read_fingerprint
+from ticker.charts.files import read_fingerprint
 
 DEC_09 = (
     ("KGS", "0.01144", "0"),

@@ -8,31 +8,26 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterable
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ticker.chart import (
+from ticker.charts import draw_charts
+from ticker.charts.data import (
     DPI,
-    FALL_COLOUR,
     FIGSIZE,
-    RISE_COLOUR,
-    ChartReport,
-    _save_png,
-    build_overview_figure,
-    build_pair_figure,
     chart_data,
     is_coarse,
     overview_data,
     pair_filename,
-    read_fingerprint,
-    render_charts,
     skip_reason,
 )
-from ticker.models import Point, Series
+from ticker.charts.draw import build_overview_figure, build_pair_figure
+from ticker.charts.files import ChartReport, read_fingerprint, save_png, write_charts
+from ticker.charts.labels import FALL_COLOUR, RISE_COLOUR
+from ticker.models import Day, Observation, Record, Series
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,10 +36,9 @@ START = date(2025, 1, 1)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def point(day: date, per_usd: float, change: str = "0") -> Point:
-    """A point printed like the site: USD per unit with 5 decimals, change as printed."""
-    text = f"{1 / per_usd:.5f}"
-    return Point(day, Decimal(text), text, Decimal(change), change)
+def point(day: date, per_usd: float, change: str = "0", pair: str = "KZT/USD") -> Day:
+    """A day printed like the site: USD per unit with 5 decimals, change as printed."""
+    return Day("timesca", pair, day, f"{1 / per_usd:.5f}", change)
 
 
 def series(
@@ -95,7 +89,7 @@ def temp_files(out: Path) -> list[Path]:
 
 
 def test_writes_one_valid_png_per_pair_and_an_overview(tmp_path: Path) -> None:
-    report = render_charts(five_pairs(), tmp_path, since=START, until=START + timedelta(days=19))
+    report = write_charts(five_pairs(), tmp_path, since=START, until=START + timedelta(days=19))
     names = sorted(p.name for p in report.written)
     assert names == sorted(
         ["KGS-USD.png", "KZT-USD.png", "TJS-USD.png", "UZS-USD.png", "TMT-USD.png", "overview.png"]
@@ -112,7 +106,7 @@ def test_an_existing_file_is_replaced_whole(tmp_path: Path) -> None:
     target = tmp_path / "KZT-USD.png"
     target.write_bytes(b"half a file")
     before = target.stat().st_ino
-    report = render_charts([series("KZT/USD", [500, 501, 502])], tmp_path)
+    report = write_charts([series("KZT/USD", [500, 501, 502])], tmp_path)
     assert target in report.written
     assert target.stat().st_ino != before  # renamed over, not written in place
     assert ihdr_size(target)
@@ -124,24 +118,24 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
 
     target = tmp_path / "KZT-USD.png"
     with pytest.raises((TypeError, ValueError)):
-        _save_png(np.zeros((2, 2, 7), dtype=np.uint8), target, {})  # not an RGB image
+        save_png(np.zeros((2, 2, 7), dtype=np.uint8), target, {})  # not an RGB image
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unchanged_charts_are_not_rewritten(tmp_path: Path) -> None:
     data = five_pairs()
-    first = render_charts(data, tmp_path)
+    first = write_charts(data, tmp_path)
     stats = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first.written}
 
-    second = render_charts(data, tmp_path)
+    second = write_charts(data, tmp_path)
     assert second.written == ()
     assert sorted(p.name for p in second.unchanged) == sorted(stats)
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in second.unchanged} == stats
 
     # one KZT day printed differently: its chart and the overview are redrawn, no other
     kzt = data[1]
-    changed = Series(kzt.source, kzt.pair, (*kzt.points[:-1], point(kzt.points[-1].date, 480)))
-    third = render_charts([*data[:1], changed, *data[2:]], tmp_path)
+    changed = Series(kzt.source, kzt.pair, (*kzt.days[:-1], point(kzt.days[-1].date, 480)))
+    third = write_charts([*data[:1], changed, *data[2:]], tmp_path)
     assert sorted(p.name for p in third.written) == ["KZT-USD.png", "overview.png"]
     assert (tmp_path / "KZT-USD.png").stat().st_ino != stats["KZT-USD.png"][0]
     assert (tmp_path / "KGS-USD.png").stat().st_ino == stats["KGS-USD.png"][0]
@@ -149,22 +143,22 @@ def test_unchanged_charts_are_not_rewritten(tmp_path: Path) -> None:
 
 def test_other_options_redraw(tmp_path: Path) -> None:
     data = [series("KZT/USD", [500, 501, 502])]
-    render_charts(data, tmp_path)
-    assert len(render_charts(data, tmp_path, display="usd_per_unit").written) == 2
-    assert len(render_charts(data, tmp_path, display="usd_per_unit", source_label="x").written) == 2
+    write_charts(data, tmp_path)
+    assert len(write_charts(data, tmp_path, display="usd_per_unit").written) == 2
+    assert len(write_charts(data, tmp_path, display="usd_per_unit", source_label="x").written) == 2
     since = START - timedelta(days=5)  # the title's date range is drawn too
-    window = render_charts(data, tmp_path, display="usd_per_unit", source_label="x", since=since)
+    window = write_charts(data, tmp_path, display="usd_per_unit", source_label="x", since=since)
     assert len(window.written) == 2
 
 
 def test_a_broken_file_is_redrawn(tmp_path: Path) -> None:
     data = [series("KZT/USD", [500, 501, 502])]
-    render_charts(data, tmp_path)
+    write_charts(data, tmp_path)
     target = tmp_path / "KZT-USD.png"
     fingerprint = read_fingerprint(target)
     target.write_bytes(target.read_bytes()[:-20])  # truncated: no IEND
     assert read_fingerprint(target) is None
-    assert target in render_charts(data, tmp_path).written
+    assert target in write_charts(data, tmp_path).written
     assert read_fingerprint(target) == fingerprint
 
 
@@ -172,8 +166,8 @@ def test_a_chart_does_not_depend_on_the_one_drawn_before(tmp_path: Path) -> None
     """render_charts refills one Figure for every pair: nothing may leak between pairs."""
     kzt = series("KZT/USD", [500 + (i % 4) for i in range(15)], skip=[4])
     uzs = series("UZS/USD", [12500, 12500, 14286, 14286, 12500] * 3)
-    render_charts([uzs, kzt], tmp_path / "after", since=START)
-    render_charts([kzt], tmp_path / "alone", since=START)
+    write_charts([uzs, kzt], tmp_path / "after", since=START)
+    write_charts([kzt], tmp_path / "alone", since=START)
     after = (tmp_path / "after" / "KZT-USD.png").read_bytes()
     assert after == (tmp_path / "alone" / "KZT-USD.png").read_bytes()
 
@@ -187,7 +181,7 @@ def test_no_data_and_one_point_are_skipped_with_a_reason(tmp_path: Path) -> None
         series("KGS/USD", [87.0]),
         series("TJS/USD", [10.9, 10.95, 11.0]),
     ]
-    report = render_charts(data, tmp_path, since=date(2025, 1, 1), until=date(2025, 3, 1))
+    report = write_charts(data, tmp_path, since=date(2025, 1, 1), until=date(2025, 3, 1))
     assert report.skipped == (
         ("KZT/USD", "KZT/USD: no data between 2025-01-01 and 2025-03-01"),
         (
@@ -200,7 +194,7 @@ def test_no_data_and_one_point_are_skipped_with_a_reason(tmp_path: Path) -> None
 
 
 def test_nothing_to_draw_skips_the_overview_too(tmp_path: Path) -> None:
-    report = render_charts([Series("timesca", "KZT/USD", ())], tmp_path)
+    report = write_charts([Series("timesca", "KZT/USD", ())], tmp_path)
     assert report == ChartReport(
         written=(),
         unchanged=(),
@@ -217,9 +211,9 @@ def test_nothing_to_draw_skips_the_overview_too(tmp_path: Path) -> None:
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="display"):
-        render_charts([], tmp_path, display="usd")
+        write_charts([], tmp_path, display="usd")
     with pytest.raises(ValueError, match="after"):
-        render_charts([], tmp_path, since=date(2025, 2, 1), until=date(2025, 1, 1))
+        write_charts([], tmp_path, since=date(2025, 2, 1), until=date(2025, 1, 1))
 
 
 # ---------------------------------------------------------------- what is drawn
@@ -229,7 +223,7 @@ def test_per_usd_draws_one_over_the_printed_rate() -> None:
     data = series("KZT/USD", [500, 502.5, 497])
     fig = build_pair_figure(chart_data(data))
     line = artist(fig, "rate")
-    expected = [1 / float(p.rate) for p in data.points]  # 1/0.00200, 1/0.00199, 1/0.00201
+    expected = [1 / float(p.rate) for p in data.days]  # 1/0.00200, 1/0.00199, 1/0.00201
     assert list(line.get_ydata()) == pytest.approx(expected)
     assert line.get_drawstyle() == "default"
 
@@ -266,10 +260,10 @@ def test_rises_and_falls_are_bars_in_two_colours() -> None:
         "timesca",
         "KZT/USD",
         (
-            Point(day[0], Decimal("0.00200"), "0.00200", Decimal("0.5"), "0.5"),
-            Point(day[1], Decimal("0.00199"), "0.00199", Decimal("-0.5"), "-0.5"),
-            Point(day[2], Decimal("0.00199"), "0.00199", Decimal("-0"), "-0"),
-            Point(day[3], Decimal("0.00199"), "0.00199", Decimal("0"), "0"),
+            Day("timesca", "KZT/USD", day[0], "0.00200", "0.5"),
+            Day("timesca", "KZT/USD", day[1], "0.00199", "-0.5"),
+            Day("timesca", "KZT/USD", day[2], "0.00199", "-0"),
+            Day("timesca", "KZT/USD", day[3], "0.00199", "0"),
         ),
     )
     fig = build_pair_figure(chart_data(data))
@@ -294,7 +288,7 @@ def test_coarse_rates_are_steps_with_a_note() -> None:
     assert is_coarse("0.00008") and is_coarse("0.00010")
     assert not is_coarse("0.00199") and not is_coarse("0.01164") and not is_coarse("0.28573")
     uzs = series("UZS/USD", [12500, 12500, 14286, 12500])
-    assert [p.rate_text for p in uzs.points] == ["0.00008", "0.00008", "0.00007", "0.00008"]
+    assert [p.rate for p in uzs.days] == ["0.00008", "0.00008", "0.00007", "0.00008"]
     fig = build_pair_figure(chart_data(uzs))
     assert artist(fig, "rate").get_drawstyle() == "steps-post"
     texts = " ".join(t.get_text() for t in fig.texts)
@@ -307,12 +301,13 @@ def test_coarse_rates_are_steps_with_a_note() -> None:
 
 def test_titles_name_the_pair_the_currency_the_window_and_the_source() -> None:
     data = series("KZT/USD", [500, 502.5, 497])
-    chart = chart_data(data, since=date(2024, 12, 25), until=date(2025, 1, 3))
+    label = "An invented bulletin (bulletin.example) rates box"
+    chart = chart_data(data, since=date(2024, 12, 25), until=date(2025, 1, 3), source_label=label)
     fig = build_pair_figure(chart)
     texts = " | ".join(t.get_text() for t in fig.texts)
     assert "KZT/USD" in texts and "Kazakh tenge" in texts
     assert "25 Dec 2024 to 3 Jan 2025" in texts
-    assert "timesca.com" in texts
+    assert f"Source: {label}, printed as US dollars per tenge (5 decimals)" in texts
     axes = fig.get_axes()
     assert axes[0].get_ylabel() == "tenge per US dollar"
     label = artist(fig, "last-label").get_text()
@@ -326,8 +321,8 @@ def test_the_overview_rebases_every_pair_to_100() -> None:
     fig = build_overview_figure(chart)
     for s in data:
         ydata = [y for y in artist(fig, f"index-{s.pair}").get_ydata() if not math.isnan(y)]
-        first = 1 / float(s.points[0].rate)
-        expected = [1 / float(p.rate) / first * 100 for p in s.points]
+        first = 1 / float(s.days[0].rate)
+        expected = [1 / float(p.rate) / first * 100 for p in s.days]
         assert ydata[0] == pytest.approx(100)
         assert ydata[: len(expected)] == pytest.approx(expected)
     labels = [artist(fig, f"end-{s.pair}").get_text() for s in data]  # the last index value
@@ -340,7 +335,7 @@ def test_pair_file_names() -> None:
 
 
 def test_importing_the_stage_does_not_import_matplotlib() -> None:
-    code = "import sys, ticker.chart; print('matplotlib' in sys.modules)"
+    code = "import sys, ticker.charts.data, ticker.charts.files; print('matplotlib' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -360,9 +355,8 @@ def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
     from datetime import UTC, datetime
 
     from ticker.config import ChartsConfig, Config
-    from ticker.models import Quote
-    from ticker.pipeline import render_charts as render_from_store
-    from ticker.store import PageRecord, Store
+    from ticker.store import Store
+    from ticker.store.write import write_records
 
     config = dataclasses.replace(
         Config(),
@@ -371,7 +365,7 @@ def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
     )
     days = [date(2025, 3, 20), date(2025, 4, 20)]
     pages = [
-        PageRecord(
+        Record(
             f"k{d}",
             "timesca",
             f"p/{d}",
@@ -385,17 +379,17 @@ def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
             2,
             8,
             None,
-            (Quote("KZT", "USD", f"0.0019{i}", "-0"),),
+            (Observation("KZT/USD", d, f"0.0019{i}", "-0"),),
         )
         for i, d in enumerate(days)
     ]
     with Store.open(config.store_path) as store:
-        store.write_pages(pages)
-    run = render_from_store(config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"])
+        write_records(store, pages, datetime(2025, 5, 1, tzinfo=UTC))
+    run = draw_charts(config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"])
     assert (run.since, run.until) == (days[0], days[1])
     assert run.report is not None and (tmp_path / "charts" / "KZT-USD.png") in run.report.written
     # an explicit --since still wins
-    run = render_from_store(
+    run = draw_charts(
         config, now=datetime(2025, 5, 1, tzinfo=UTC), pairs=["KZT/USD"], since=date(2025, 1, 1)
     )
     assert run.since == date(2025, 1, 1)
@@ -406,11 +400,11 @@ def test_the_window_starts_at_the_first_stored_day_when_the_store_is_younger(
 
 def _store_days(db: Path, days: Iterable[date]) -> None:
     """Store KZT (fine) and UZS (coarse, drawn as steps) quotes for each day."""
-    from ticker.models import Quote
-    from ticker.store import PageRecord, Store
+    from ticker.store import Store
+    from ticker.store.write import write_records
 
     pages = [
-        PageRecord(
+        Record(
             f"k{d}",
             "timesca",
             f"p/{d}",
@@ -424,12 +418,15 @@ def _store_days(db: Path, days: Iterable[date]) -> None:
             2,
             8,
             None,
-            (Quote("KZT", "USD", f"0.0019{i % 10}", "-0"), Quote("UZS", "USD", "0.00008", "0.1")),
+            (
+                Observation("KZT/USD", d, f"0.0019{i % 10}", "-0"),
+                Observation("UZS/USD", d, "0.00008", "0.1"),
+            ),
         )
         for i, d in enumerate(days)
     ]
     with Store.open(db) as store:
-        store.write_pages(pages)
+        write_records(store, pages, datetime(2025, 5, 1, tzinfo=UTC))
 
 
 NOW_DAYS = (date(2025, 3, 20), date(2025, 3, 21), date(2025, 3, 23))
@@ -477,7 +474,6 @@ def test_a_window_reaching_before_year_1_starts_there(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     from ticker.config import ChartsConfig, Config
-    from ticker.pipeline import render_charts as render_from_store
 
     config = dataclasses.replace(
         Config(),
@@ -486,6 +482,6 @@ def test_a_window_reaching_before_year_1_starts_there(tmp_path: Path) -> None:
     )
     _store_days(config.store_path, YEAR_1 + NOW_DAYS)
     now = datetime(2025, 5, 1, tzinfo=UTC)
-    run = render_from_store(config, now=now, pairs=["KZT/USD"])
+    run = draw_charts(config, now=now, pairs=["KZT/USD"])
     assert (run.since, run.until) == (date(1, 1, 1), date(2025, 3, 23))
     assert run.report is not None and len(run.report.written) == 2

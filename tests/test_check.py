@@ -375,7 +375,7 @@ def test_future_dates_in_a_real_store_name_their_page(tmp_path: Path) -> None:
     (dumps / "typo.txt").write_text(page(simulate(date(2031, 5, 1), 1)[0]), encoding="utf-8")
     config = load_config(cfg)
     # loaded when 2031 had come (or by a version that took any date)
-    from ticker.pipeline import backfill
+    from ticker.backfill import backfill
 
     assert backfill(config, [str(dumps)], now=datetime(2031, 5, 2, tzinfo=UTC)).new == 5
 

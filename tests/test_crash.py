@@ -28,9 +28,9 @@ from ticker.store import Store
 KILLS = 20
 DAYS = 1900  # + 50 revised pages + 50 pages without a ticker = 2,000 dumps
 # The backfill as a subprocess, with small batches so that a kill can land between
-# many commits (BATCH_PAGES is the pipeline's batch size; ignored if it is gone).
+# many commits (BATCH_PAGES is the backfill's batch size).
 SMALL_BATCHES = (
-    "import sys, ticker.pipeline as p\n"
+    "import sys, ticker.backfill as p\n"
     "p.BATCH_PAGES = 100\n"
     "from ticker.cli import main\n"
     "main(sys.argv[1:])\n"

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from servers import DRIPS, LocalServer, drip, hang, html, page, write_config
 
-from ticker import pipeline
+from ticker import scrape as scrape_job
+from ticker import spool
+from ticker import status as status_job
 from ticker.config import Config, ScheduleConfig, load_config
 from ticker.scheduler import Daemon, build_scheduler, cron_weekdays, job_specs, make_trigger
 
@@ -111,7 +113,7 @@ def test_a_failing_job_logs_one_line_and_returns(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something unexpected")
 
-    monkeypatch.setattr(pipeline, "scrape", boom)
+    monkeypatch.setattr(scrape_job, "scrape", boom)
     daemon = Daemon(config, clock=lambda: NOW)
     with caplog.at_level(logging.INFO, logger="ticker.run"):
         daemon.scrape_job()
@@ -182,7 +184,7 @@ def test_locked_database_does_not_stop_the_daemon(
         holder.communicate("\n", timeout=10)
     daemon.clock = lambda: NOW + timedelta(minutes=30)
     daemon.scrape_job()
-    assert pipeline.pending_attempts(config) == []
+    assert spool.spooled_attempts(config) == []
     daemon.close()
 
 
@@ -264,7 +266,7 @@ def test_a_stop_signal_lets_the_running_job_finish(
     stopping = f"{signum.name}: stopping after the running job"
     assert err.index(stopping) < err.index("scrape timesca timeout") < err.index("stopped")
     config = replace(load_config(cfg))
-    assert pipeline.status(config, datetime.now(UTC))[0].last_outcome == "timeout"
+    assert status_job.status(config, datetime.now(UTC))[0].last_outcome == "timeout"
 
 
 @pytest.mark.slow
@@ -289,7 +291,7 @@ def test_a_trickling_server_ends_each_job_at_the_deadline_and_runs_stay_on_time(
     assert err.count("scrape timesca timeout") >= 2 and "[http] deadline = 1 s" in err
     assert "skipped" not in err and "abandoned" not in err
     config = load_config(cfg)
-    [s] = pipeline.status(config, datetime.now(UTC))
+    [s] = status_job.status(config, datetime.now(UTC))
     assert s.last_outcome == "timeout" and s.failures >= 2
 
 
@@ -319,6 +321,6 @@ def test_a_stop_signal_cuts_a_slow_fetch_and_the_job_records_it(
     assert took < 10, f"{took:.1f} s: the job waited for the server"
     assert "abandoned" not in err
     assert "cut short" in err and "ticker run is stopping (SIGTERM)" in err
-    [s, skipped] = pipeline.status(load_config(cfg), datetime.now(UTC))
+    [s, skipped] = status_job.status(load_config(cfg), datetime.now(UTC))
     assert s.last_outcome == "timeout" and "stopping" in (s.last_error or "")
     assert skipped.last_attempt is None and [r.path for r in server.seen] == ["/"]

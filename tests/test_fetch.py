@@ -30,7 +30,8 @@ from servers import (
 from ticker import __version__
 from ticker.config import HttpConfig
 from ticker.errors import FetchError
-from ticker.fetch import USER_AGENT, Fetched, FetchOutcome, fetch, make_session
+from ticker.fetch import USER_AGENT, Fetched, fetch, make_session
+from ticker.models import Outcome
 
 HTTP = HttpConfig(timeout=2.0, max_bytes=5 * 1024 * 1024, retries=2, backoff=0, max_retry_after=2)
 
@@ -49,7 +50,7 @@ def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> Fetched:
         session.close()
 
 
-def fails(url: str, outcome: FetchOutcome, http: HttpConfig = HTTP) -> FetchError:
+def fails(url: str, outcome: Outcome, http: HttpConfig = HTTP) -> FetchError:
     with pytest.raises(FetchError) as info:
         get(url, http)
     assert info.value.outcome == outcome, str(info.value)
@@ -78,7 +79,7 @@ def test_gzip_body_is_decoded_and_transfer_headers_dropped(server: LocalServer) 
 
 
 def test_connection_refused() -> None:
-    err = fails(refused_url(), FetchOutcome.CONNECTION_ERROR)
+    err = fails(refused_url(), Outcome.CONNECTION_ERROR)
     assert "Connection refused" in err.reason and "after 2 retries" in err.reason
 
 
@@ -86,7 +87,7 @@ def test_server_that_never_answers_times_out(server: LocalServer) -> None:
     server.route("/", hang())
     http = HttpConfig(timeout=0.3, retries=2, backoff=0)
     t0 = time.monotonic()
-    err = fails(server.url("/"), FetchOutcome.TIMEOUT, http)
+    err = fails(server.url("/"), Outcome.TIMEOUT, http)
     assert time.monotonic() - t0 < 2  # a read timeout is not retried
     assert "[http] timeout = 0.3 s" in err.reason
     assert len(server.seen) == 1
@@ -101,7 +102,7 @@ def test_500_then_200_retries(server: LocalServer) -> None:
 
 def test_503_every_time_is_an_http_error_after_the_retries(server: LocalServer) -> None:
     server.route("/", status(503))
-    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR)
+    err = fails(server.url("/"), Outcome.HTTP_ERROR)
     assert err.status == 503 and "after 2 retries" in err.reason
     assert len(server.seen) == 3
 
@@ -119,14 +120,14 @@ def test_429_retry_after_is_honoured(server: LocalServer) -> None:
 def test_429_asking_longer_than_max_retry_after_fails_at_once(server: LocalServer) -> None:
     server.route("/", status(429, {"Retry-After": "3600"}), html(page()))
     t0 = time.monotonic()
-    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR)
+    err = fails(server.url("/"), Outcome.HTTP_ERROR)
     assert time.monotonic() - t0 < 1
     assert err.status == 429 and "max_retry_after" in err.reason and "3600" in err.reason
     assert len(server.seen) == 1
 
 
 def test_404_is_not_retried(server: LocalServer) -> None:
-    err = fails(server.url("/missing"), FetchOutcome.HTTP_ERROR)
+    err = fails(server.url("/missing"), Outcome.HTTP_ERROR)
     assert err.status == 404 and "check [[sources]] url" in err.reason
     assert len(server.seen) == 1
 
@@ -134,14 +135,14 @@ def test_404_is_not_retried(server: LocalServer) -> None:
 def test_redirect_loop(server: LocalServer) -> None:
     server.route("/a", redirect("/b"))
     server.route("/b", redirect("/a"))
-    err = fails(server.url("/a"), FetchOutcome.REDIRECT_LOOP)
+    err = fails(server.url("/a"), Outcome.REDIRECT_LOOP)
     assert "redirect" in err.reason
 
 
 def test_body_cut_off_mid_transfer(server: LocalServer) -> None:
     body = page()
     server.route("/", truncated(body[:3000], declared=len(body)))
-    err = fails(server.url("/"), FetchOutcome.TRUNCATED)
+    err = fails(server.url("/"), Outcome.TRUNCATED)
     assert err.nbytes == 3000 and err.status == 200
 
 
@@ -149,7 +150,7 @@ def test_50_mb_body_stops_at_max_bytes(server: LocalServer) -> None:
     server.route("/", stream(50 * 1024 * 1024))
     http = HttpConfig(timeout=2.0, max_bytes=1024 * 1024, retries=0)
     t0 = time.monotonic()
-    err = fails(server.url("/"), FetchOutcome.TOO_LARGE, http)
+    err = fails(server.url("/"), Outcome.TOO_LARGE, http)
     assert 1024 * 1024 < err.nbytes <= 1024 * 1024 + 64 * 1024
     assert "max_bytes" in err.reason
     assert time.monotonic() - t0 < 5
@@ -162,14 +163,14 @@ def test_50_mb_body_stops_at_max_bytes(server: LocalServer) -> None:
 
 def test_announced_50_mb_body_is_not_read(server: LocalServer) -> None:
     server.route("/", stream(50 * 1024 * 1024, declare_length=True))
-    err = fails(server.url("/"), FetchOutcome.TOO_LARGE)
+    err = fails(server.url("/"), Outcome.TOO_LARGE)
     assert err.nbytes == 0 and "announces" in err.reason
 
 
 @pytest.mark.parametrize("ctype", ["text/html", "application/octet-stream", "image/png"])
 def test_binary_body(server: LocalServer, ctype: str) -> None:
     server.route("/", binary(ctype=ctype))
-    err = fails(server.url("/"), FetchOutcome.NOT_HTML)
+    err = fails(server.url("/"), Outcome.NOT_HTML)
     assert "binary" in err.reason or "not an HTML page" in err.reason
 
 
@@ -204,7 +205,7 @@ MARGIN = 1.5  # seconds past the deadline allowed for a busy machine
 
 def ends_by_deadline(url: str, http: HttpConfig = SLOW) -> FetchError:
     t0 = time.monotonic()
-    err = fails(url, FetchOutcome.TIMEOUT, http)
+    err = fails(url, Outcome.TIMEOUT, http)
     took = time.monotonic() - t0
     assert took < http.deadline + MARGIN, f"took {took:.1f} s"
     assert f"[http] deadline = {http.deadline:g} s" in err.reason
@@ -245,7 +246,7 @@ def test_a_connect_that_hangs_is_cut_at_the_deadline_not_the_timeout() -> None:
 def test_a_retry_wait_past_the_deadline_is_not_made(server: LocalServer) -> None:
     server.route("/", status(503, {"Retry-After": "3"}), html(page()))
     t0 = time.monotonic()
-    err = fails(server.url("/"), FetchOutcome.HTTP_ERROR, SLOW)
+    err = fails(server.url("/"), Outcome.HTTP_ERROR, SLOW)
     assert time.monotonic() - t0 < 1
     assert err.status == 503 and "would pass [http] deadline = 0.6 s" in err.reason
     assert len(server.seen) == 1
@@ -254,7 +255,7 @@ def test_a_retry_wait_past_the_deadline_is_not_made(server: LocalServer) -> None
 def test_backoff_past_the_deadline_is_not_waited() -> None:
     http = HttpConfig(timeout=0.5, retries=3, backoff=5, deadline=1.0)
     t0 = time.monotonic()
-    err = fails(refused_url(), FetchOutcome.CONNECTION_ERROR, http)
+    err = fails(refused_url(), Outcome.CONNECTION_ERROR, http)
     assert time.monotonic() - t0 < 1
     assert "would pass [http] deadline" in err.reason
 
@@ -268,7 +269,7 @@ def test_a_reused_connection_is_watched_by_the_next_fetch(server: LocalServer) -
         t0 = time.monotonic()
         with pytest.raises(FetchError) as info:
             fetch(session, server.url("/"), SLOW)
-        assert info.value.outcome == FetchOutcome.TIMEOUT
+        assert info.value.outcome == Outcome.TIMEOUT
         assert time.monotonic() - t0 < SLOW.deadline + MARGIN
         assert fetch(session, server.url("/"), SLOW).status == 200  # the cut one is dropped
     finally:
@@ -294,7 +295,7 @@ def test_cut_fetches_ends_a_fetch_in_flight_with_the_reason(server: LocalServer)
     http = HttpConfig(timeout=5.0, retries=2, backoff=0, deadline=60)
     threading.Timer(0.5, cut_fetches, args=("shutting down",)).start()
     t0 = time.monotonic()
-    err = fails(server.url("/"), FetchOutcome.TIMEOUT, http)
+    err = fails(server.url("/"), Outcome.TIMEOUT, http)
     assert time.monotonic() - t0 < 3
     assert "cut short" in err.reason and "shutting down" in err.reason
     server.route("/later", html(page()))

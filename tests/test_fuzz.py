@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ticker.models import Outcome, Reading
-from ticker.parse import decode, page_text, parse_text
+from ticker.sources.ticker import parse_text
+from ticker.text import decode, page_text
 
 CORPUS = Path(__file__).parent / "fixtures" / "fuzz"
 # TICKER_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py: a longer hunt than the suite's.

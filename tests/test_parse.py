@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ticker.models import Outcome, Quote, Reading
-from ticker.parse import page_text, parse_text
+from ticker.sources.ticker import parse_text
+from ticker.text import page_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))

@@ -32,9 +32,13 @@ from servers import (
     write_config,
 )
 
-from ticker import pipeline
+from ticker import backfill as backfill_job
+from ticker import scrape as scrape_job
+from ticker import spool
+from ticker import status as status_job
 from ticker.config import Config, load_config
 from ticker.dumps import read_pages
+from ticker.sources.ticker import TickerReader
 from ticker.store import Store
 
 NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
@@ -74,7 +78,7 @@ def archived(config: Config) -> list[Path]:
 
 def test_scrape_stores_archives_and_records(config: Config, server: LocalServer) -> None:
     server.route("/", html(page(), headers={"ETag": '"v1"'}))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "ok" and attempt.http_status == 200 and attempt.new == 5
     assert attempt.started_at == NOW and attempt.etag == '"v1"'
     rows = observations(config)
@@ -84,7 +88,7 @@ def test_scrape_stores_archives_and_records(config: Config, server: LocalServer)
     [(outcome, status_, nbytes, error, capture, new, _)] = attempts(config)
     assert (outcome, status_, nbytes, error, new) == ("ok", 200, len(page()), None, 5)
     assert capture is not None
-    line = pipeline.describe_attempt(attempt)
+    line = scrape_job.describe_attempt(attempt)
     assert line.startswith("timesca ok: HTTP 200") and "5 new" in line
 
 
@@ -93,7 +97,7 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
 ) -> None:
     server.route("/", html(page(date=None)))  # undated: the capture time dates it
     late = datetime(2025, 3, 20, 21, 30, 7, 123456, tzinfo=UTC)  # already the 21st in Almaty
-    [attempt] = pipeline.scrape(config, late)
+    [attempt] = scrape_job.scrape(config, late)
     assert attempt.outcome == "ok"
     [stored] = query(config, "SELECT quote_date, date_basis, epoch_ms(captured_at) FROM captures")
     assert stored == (date(2025, 3, 21), "capture", 1742506207000)
@@ -103,13 +107,13 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
     assert page_.source == "timesca" and page_.url == server.url("/")
 
     # Backfilling the archive into the same store adds nothing: it is the same capture.
-    summary = pipeline.backfill(config, [str(config.archive_dir)], now=late)
+    summary = backfill_job.backfill(config, [str(config.archive_dir)], now=late)
     assert (summary.new, summary.pages_known, summary.unreadable) == (0, 1, [])
     # Into a fresh store it gives the same series and capture time.
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     cfg2 = load_config(write_config(fresh, server.url("/")))
-    summary = pipeline.backfill(cfg2, [str(config.archive_dir)], now=late)
+    summary = backfill_job.backfill(cfg2, [str(config.archive_dir)], now=late)
     assert summary.new == 5 and summary.unreadable == []
     assert query(cfg2, "SELECT quote_date, date_basis, epoch_ms(captured_at) FROM captures") == [
         stored
@@ -119,14 +123,14 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
 
 def test_conditional_get_takes_a_304(config: Config, server: LocalServer) -> None:
     server.route("/", conditional(page(), '"v1"'))
-    assert pipeline.scrape(config, NOW)[0].outcome == "ok"
-    [again] = pipeline.scrape(config, NOW + timedelta(hours=1))
+    assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
+    [again] = scrape_job.scrape(config, NOW + timedelta(hours=1))
     assert again.outcome == "not_modified" and again.http_status == 304 and again.success
     assert server.seen[1].headers.get("If-None-Match") == '"v1"'
     assert len(archived(config)) == 1 and len(observations(config)) == 5
     # The daemon keeps the validators between jobs instead of reading them again.
-    state = pipeline.ScrapeState()
-    pipeline.scrape(config, NOW + timedelta(hours=2), state=state)
+    state = scrape_job.ScrapeState()
+    scrape_job.scrape(config, NOW + timedelta(hours=2), state=state)
     assert state.loaded and state.validators[("timesca", server.url("/"))].etag == '"v1"'
 
 
@@ -134,8 +138,8 @@ def test_a_page_without_ticker_is_not_fetched_conditionally(
     config: Config, server: LocalServer
 ) -> None:
     server.route("/", conditional(no_ticker_page(), '"n1"'))
-    pipeline.scrape(config, NOW)
-    pipeline.scrape(config, NOW + timedelta(hours=1))
+    scrape_job.scrape(config, NOW)
+    scrape_job.scrape(config, NOW + timedelta(hours=1))
     assert "If-None-Match" not in server.seen[1].headers  # no 304 may hide a fixed parser
 
 
@@ -177,7 +181,7 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
     archives: bool,
 ) -> None:
     server.route("/", html(page(date="19 March 2025")))
-    assert pipeline.scrape(config, NOW - timedelta(days=1))[0].outcome == "ok"
+    assert scrape_job.scrape(config, NOW - timedelta(days=1))[0].outcome == "ok"
     before = observations(config)
 
     if where == "refused":
@@ -189,7 +193,7 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
         assert replies is not None
         server.route("/", *replies)
         cfg = config
-    [attempt] = pipeline.scrape(cfg, NOW)
+    [attempt] = scrape_job.scrape(cfg, NOW)
     assert attempt.outcome == outcome, attempt.error
     assert attempt.http_status == http_status
     rows = attempts(config)
@@ -202,7 +206,7 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
         assert "kept in" in (attempt.error or "") and "ticker backfill" in (attempt.error or "")
 
     server.route("/", html(page(date="21 March 2025")))
-    [after] = pipeline.scrape(config, NOW + timedelta(days=1))
+    [after] = scrape_job.scrape(config, NOW + timedelta(days=1))
     assert after.outcome == "ok" and after.new == 5
     assert set(before) <= set(observations(config))
 
@@ -211,7 +215,7 @@ def test_inconsistent_copies_are_flagged(config: Config, server: LocalServer) ->
     odd = b'<li><span>KZT/USD</span> = <span>0.00200</span> <span class="down">-0%</span></li>'
     body = page(copies=4).replace(b"</ul>", odd + b"</ul>", 1)  # one copy disagrees
     server.route("/", html(body))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "inconsistent" and "copies disagree" in (attempt.error or "")
     assert observations(config) == []
 
@@ -224,12 +228,12 @@ def test_parser_failure_is_an_outcome_and_the_page_is_kept(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(pipeline, "page_record", broken)
-    [attempt] = pipeline.scrape(config, NOW)
+    monkeypatch.setattr(TickerReader, "read", broken)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "parse_error" and "parser bug" in (attempt.error or "")
     assert len(archived(config)) == 1
     monkeypatch.undo()
-    summary = pipeline.backfill(config, [str(config.archive_dir)], now=NOW)
+    summary = backfill_job.backfill(config, [str(config.archive_dir)], now=NOW)
     assert summary.new == 5  # the parser fixed, the archive gives the quotes back
 
 
@@ -238,7 +242,7 @@ def test_archive_failure_still_stores_the_quotes(
 ) -> None:
     (tmp_path / "pages").write_text("a file where the archive directory should be")
     server.route("/", html(page()))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "archive_error" and not attempt.success
     assert "[archive] dir" in (attempt.error or "")
     assert len(observations(config)) == 5
@@ -279,20 +283,20 @@ def test_locked_database_is_an_outcome_and_the_next_run_records_it(
     config: Config, server: LocalServer, lock_holder: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
     server.route("/", html(page(date="20 March 2025")))
-    pipeline.scrape(config, NOW)
+    scrape_job.scrape(config, NOW)
 
     holder = lock_holder()
     server.route("/", html(page(date="21 March 2025")))
-    [locked] = pipeline.scrape(config, NOW + timedelta(days=1))
+    [locked] = scrape_job.scrape(config, NOW + timedelta(days=1))
     assert locked.outcome == "store_locked" and "locked by" in (locked.error or "")
     assert "was: ok" in (locked.error or "") or "fetch itself: ok" in (locked.error or "")
-    assert len(pipeline.pending_attempts(config)) == 1
+    assert len(spool.spooled_attempts(config)) == 1
     release(holder)
 
     server.route("/", html(page(date="22 March 2025")))
-    [after] = pipeline.scrape(config, NOW + timedelta(days=2))
+    [after] = scrape_job.scrape(config, NOW + timedelta(days=2))
     assert after.outcome == "ok"
-    assert pipeline.pending_attempts(config) == []
+    assert spool.spooled_attempts(config) == []
     rows = attempts(config)
     assert [r[0] for r in rows] == ["ok", "store_locked", "ok"]
     assert rows[1][4] is not None and rows[1][5] == 5  # its page stored, from the archive
@@ -308,26 +312,26 @@ def test_spooled_attempt_replayed_twice_is_recorded_once(
 ) -> None:
     server.route("/", html(page()))
     holder = lock_holder()
-    pipeline.scrape(config, NOW)
+    scrape_job.scrape(config, NOW)
     release(holder)
-    [spooled] = pipeline.pending_attempts(config)
+    [spooled] = spool.spooled_attempts(config)
     copy = tmp_path / "copy.json"
     shutil.copy(spooled, copy)
-    pipeline.scrape(config, NOW + timedelta(hours=1))
+    scrape_job.scrape(config, NOW + timedelta(hours=1))
     shutil.copy(copy, spooled)  # as if a crash came between the commit and the unlink
-    pipeline.scrape(config, NOW + timedelta(hours=2))
+    scrape_job.scrape(config, NOW + timedelta(hours=2))
     assert len(attempts(config)) == 3
     assert query(config, "SELECT count(*) FROM captures") == [(3,)]
     assert len(observations(config)) == 5
 
 
 def test_unreadable_spool_entry_is_set_aside(config: Config, server: LocalServer) -> None:
-    pending = config.archive_dir / pipeline.PENDING_DIR
+    pending = config.archive_dir / spool.SPOOL_DIR
     pending.mkdir(parents=True)
     (pending / "torn.json").write_text('{"id": "abc", "sour')
     server.route("/", html(page()))
-    assert pipeline.scrape(config, NOW)[0].outcome == "ok"
-    assert (pending / "torn.bad").exists() and pipeline.pending_attempts(config) == []
+    assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
+    assert (pending / "torn.bad").exists() and spool.spooled_attempts(config) == []
 
 
 # --- what a page holds: its encoding, unreadable lines, its date, a flood of problems ------
@@ -356,7 +360,7 @@ def test_the_http_charset_decides_the_encoding(
     codec = "cp1252" if charset == "iso-8859-1" else charset
     body = _bullet_page().replace("Курс тенге", prose).encode(codec)
     server.route("/", html(body, ctype=f"text/html; charset={charset}"))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
 
 
@@ -364,21 +368,21 @@ def test_a_page_with_unreadable_lines_is_partial_not_ok(
     config: Config, server: LocalServer
 ) -> None:
     server.route("/", html(_bullet_page(kzt="0.0O199").encode()))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "partial" and not attempt.success and attempt.new == 4
     assert "KZT/USD: malformed rate '0.0O199'" in (attempt.error or "")
     assert {p for p, *_ in observations(config)} == {p for p, _, _ in QUOTES} - {"KZT/USD"}
-    [health] = pipeline.status(config, NOW)
+    [health] = status_job.status(config, NOW)
     assert health.failing and health.last_outcome == "partial"
     # the next fetch is not conditional: the page may read whole by then
     server.route("/", html(_bullet_page().encode()))
-    [after] = pipeline.scrape(config, NOW + timedelta(minutes=30))
+    [after] = scrape_job.scrape(config, NOW + timedelta(minutes=30))
     assert (after.outcome, after.new, after.already) == ("ok", 1, 4)
 
 
 def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalServer) -> None:
     server.route("/", html(_bullet_page("31 December 9999").encode()))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "bad_date" and not attempt.success
     assert "the date line says 9999-12-31, more than a day after the page was captured " in (
         attempt.error or ""
@@ -393,12 +397,12 @@ def test_a_flood_of_problems_makes_a_short_attempt_error(
     lines = "".join(f"<li>KGS/USD = 0.0{10000 + i} 0.1%</li>" for i in range(10_000))
     body = f"<html><body><ul>{lines}</ul><p>20 March 2025</p></body></html>".encode()
     server.route("/", html(body))
-    [attempt] = pipeline.scrape(config, NOW)
+    [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "inconsistent"
     assert len(attempt.error or "") < 400 and "10000 versions in all" in (attempt.error or "")
     [(detail,)] = query(config, "SELECT detail FROM captures")
     assert len(detail) < 400
-    assert len(pipeline.describe_attempt(attempt)) < 500
+    assert len(scrape_job.describe_attempt(attempt)) < 500
 
 
 def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
@@ -409,21 +413,21 @@ def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
 ) -> None:
     server.route("/", html(page()))
     holder = lock_holder()
-    [spooled] = pipeline.scrape(config, NOW)
+    [spooled] = scrape_job.scrape(config, NOW)
     assert spooled.outcome == "store_locked"
     release(holder)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(pipeline, "page_record", broken)
+    monkeypatch.setattr(TickerReader, "read", broken)
     server.route("/", status(503))
-    pipeline.scrape(config, NOW + timedelta(hours=1))
+    scrape_job.scrape(config, NOW + timedelta(hours=1))
 
     # recorded without its page (the archive keeps it), not set aside as unreadable
-    pending = config.archive_dir / pipeline.PENDING_DIR
-    assert pipeline.pending_attempts(config) == [] and not list(pending.glob("*.bad"))
+    pending = config.archive_dir / spool.SPOOL_DIR
+    assert spool.spooled_attempts(config) == [] and not list(pending.glob("*.bad"))
     assert [r[0] for r in attempts(config)] == ["store_locked", "http_error"]
     monkeypatch.undo()
-    summary = pipeline.backfill(config, [str(config.archive_dir)], now=NOW + timedelta(hours=2))
+    summary = backfill_job.backfill(config, [str(config.archive_dir)], now=NOW + timedelta(hours=2))
     assert summary.new == 5

@@ -119,7 +119,7 @@ def test_config_refuses_names_that_could_be_paths(tmp_path: Path, toml: str, key
 
 @given(st.text(max_size=30))
 def test_a_chart_file_name_is_always_a_plain_name(pair: str) -> None:
-    from ticker.chart import pair_filename
+    from ticker.charts.data import pair_filename
 
     name = pair_filename(pair)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*\.png", name), name

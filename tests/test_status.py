@@ -13,7 +13,10 @@ import pytest
 from click.testing import CliRunner
 from servers import LocalServer, html, page, status, write_config
 
-from ticker import pipeline
+from ticker import backfill as backfill_job
+from ticker import scrape as scrape_job
+from ticker import spool
+from ticker import status as status_job
 from ticker.cli import cli
 from ticker.config import Config, load_config
 
@@ -35,7 +38,7 @@ def cfg_path(tmp_path: Path, server: LocalServer) -> Path:
 
 
 def test_nothing_yet_is_stale(cfg_path: Path) -> None:
-    [s] = pipeline.status(load_config(cfg_path), NOW)
+    [s] = status_job.status(load_config(cfg_path), NOW)
     assert s.last_attempt is None and s.newest_date is None and s.stale and not s.failing
     result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
     assert result.exit_code == 1
@@ -47,30 +50,30 @@ def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
 ) -> None:
     config = load_config(cfg_path)
     server.route("/", html(page(date="20 March 2025")))
-    pipeline.scrape(config, NOW)
+    scrape_job.scrape(config, NOW)
     start = datetime(2025, 3, 20, tzinfo=ALMATY)
-    [s] = pipeline.status(config, start + timedelta(hours=36))
+    [s] = status_job.status(config, start + timedelta(hours=36))
     assert s.newest_date == date(2025, 3, 20) and s.age == 36 * 3600
     assert not s.stale and not s.failing and s.failures == 0
     assert s.last_success == s.last_attempt == NOW
-    [s] = pipeline.status(config, start + timedelta(days=2, seconds=1))
+    [s] = status_job.status(config, start + timedelta(days=2, seconds=1))
     assert s.stale
 
 
 def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) -> None:
     config = load_config(cfg_path)
     server.route("/", html(page()))
-    pipeline.scrape(config, NOW)
+    scrape_job.scrape(config, NOW)
     server.route("/", status(503))
-    pipeline.scrape(config, NOW + timedelta(minutes=30))
-    pipeline.scrape(config, NOW + timedelta(minutes=60))
-    [s] = pipeline.status(config, NOW + timedelta(hours=2))
+    scrape_job.scrape(config, NOW + timedelta(minutes=30))
+    scrape_job.scrape(config, NOW + timedelta(minutes=60))
+    [s] = status_job.status(config, NOW + timedelta(hours=2))
     assert s.failing and s.failures == 2 and s.last_outcome == "http_error"
     assert s.last_status == 503 and "HTTP 503" in (s.last_error or "")
     assert s.last_success == NOW and not s.stale
     server.route("/", html(page()))
-    pipeline.scrape(config, NOW + timedelta(minutes=90))
-    [s] = pipeline.status(config, NOW + timedelta(hours=2))
+    scrape_job.scrape(config, NOW + timedelta(minutes=90))
+    [s] = status_job.status(config, NOW + timedelta(hours=2))
     assert not s.failing and s.failures == 0
 
 
@@ -105,7 +108,7 @@ def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> 
 
 def test_status_mentions_a_spool_file_it_cannot_read(cfg_path: Path) -> None:
     config: Config = load_config(cfg_path)
-    pending = config.archive_dir / pipeline.PENDING_DIR
+    pending = config.archive_dir / spool.SPOOL_DIR
     pending.mkdir(parents=True)
     (pending / "x.json").write_text("{}")  # JSON, but not an attempt
     result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
@@ -119,9 +122,10 @@ def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) 
     dumps.mkdir()
     (dumps / "typo.html").write_bytes(page(date="01 January 2100"))
     # stored when 2100 had come (or by a version that took any date)
-    assert pipeline.backfill(config, [str(dumps)], now=datetime(2100, 1, 1, tzinfo=UTC)).new == 5
+    later = datetime(2100, 1, 1, tzinfo=UTC)
+    assert backfill_job.backfill(config, [str(dumps)], now=later).new == 5
 
-    [s] = pipeline.status(config, NOW)
+    [s] = status_job.status(config, NOW)
     assert s.newest_date == date(2100, 1, 1) and s.future and s.stale
     assert s.age is not None and s.age < 0  # the truth, not clamped to "fresh"
     assert s.as_dict()["future_date"] is True

@@ -1,11 +1,15 @@
-"""The store: migrations, the two write paths (one page at a time, and staged batches)
-keeping the same rules, and how a database file that cannot be used is reported."""
+"""The store: migrations shipped in the package, the one write path and its rules (checked
+against a model of them written here), and how a database file that cannot be used is
+reported."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +19,12 @@ from conftest import cut_short, zero_bytes_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ticker.check import snapshot
 from ticker.errors import StoreError
-from ticker.models import Quote
-from ticker.store import PageRecord, PageStager, Store, WriteCounts, migrations
+from ticker.models import Observation, Record
+from ticker.store import Store, read
+from ticker.store.migrate import migrations
+from ticker.store.write import Stager, WriteCounts, write, write_records
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 
@@ -44,8 +51,8 @@ def test_migration_files_are_numbered_in_order() -> None:
     found = migrations()
     versions = [version for version, _, _ in found]
     assert versions == list(range(1, len(found) + 1))
-    for _, _, path in found:
-        assert path.read_text(encoding="utf-8").lstrip().startswith("--")  # says what it does
+    for _, _, sql in found:
+        assert sql.lstrip().startswith("--")  # says what it does
 
 
 def test_a_read_only_open_of_a_missing_file_reads_empty_and_creates_nothing(
@@ -53,13 +60,13 @@ def test_a_read_only_open_of_a_missing_file_reads_empty_and_creates_nothing(
 ) -> None:
     db = tmp_path / "sub" / "dir" / "t.duckdb"
     with Store.open(db, read_only=True) as store:
-        assert store.latest() == [] and store.daily() == []
-        assert store.date_span() == (None, None)
-        assert store.source_health("timesca").last_attempt_ms is None
+        assert read.latest(store) == [] and read.daily(store) == []
+        assert read.date_span(store) == (None, None)
+        assert read.source_health(store, "timesca").last_attempt_ms is None
         store.verify()
     assert list(tmp_path.iterdir()) == []
     with Store.open(db) as store:  # a write open creates and migrates it
-        assert store.latest() == []
+        assert read.latest(store) == []
     assert db.exists()
 
 
@@ -77,22 +84,20 @@ def _filled(db: Path) -> None:
     day = date(2025, 1, 1)
     pages = [_record(f"p{i}", day + timedelta(days=i), (f"0.{i:03d}", "0")) for i in range(40)]
     with Store.open(db) as store:
-        store.write_pages(pages, [("f1", "pages/f1.txt", 40)], now=NOW)
+        _write(store, tmp_dir(db), pages, [("f1", "pages/f1.txt", 40)])
 
 
 def _reads(store: Store) -> list[object]:
     """Every read the commands make of a store."""
-    from ticker.check import snapshot
-
     return [
-        store.latest(),
-        store.history("KZT/USD"),
-        store.daily(),
-        store.series("timesca", ["KZT/USD", "KGS/USD"]),
-        store.date_span(),
-        store.source_health("timesca"),
-        store.loaded_file_keys(),
-        store.validators("timesca", "https://timesca.com/"),
+        read.latest(store),
+        read.history(store, "KZT/USD"),
+        read.daily(store),
+        read.series(store, "timesca", ["KZT/USD", "KGS/USD"]),
+        read.date_span(store),
+        read.source_health(store, "timesca"),
+        read.loaded_file_keys(store),
+        read.validators(store, "timesca", "https://timesca.com/"),
         snapshot(store),
     ]
 
@@ -163,31 +168,45 @@ def test_a_sql_mistake_is_not_taken_for_damage(
 
 
 def test_the_file_is_closed_after_each_piece_of_work(tmp_path: Path) -> None:
+    """Another process gets the file as soon as a piece of work is done (DuckDB lets one
+    process open a file at a time; within a process a second connection would succeed
+    anyway, so the check runs in a child process)."""
     db = tmp_path / "t.duckdb"
     with Store.open(db) as store:
-        store.write_pages([_record("a", date(2025, 1, 1), ("0.1", "0"))], now=NOW)
-    # another connection (as another process would) gets the file at once
-    con = duckdb.connect(str(db))
-    con.close()
+        write_records(store, [_record("a", date(2025, 1, 1), ("0.1", "0"))], NOW)
+        assert not _other_process_opens(db)  # held while the work goes on
+    assert _other_process_opens(db)
 
 
-# --- the two write paths -----------------------------------------------------------------
+def _other_process_opens(db: Path) -> bool:
+    code = (
+        "import duckdb, sys\n"
+        "try:\n    duckdb.connect(sys.argv[1]).close()\n"
+        "except duckdb.IOException:\n    sys.exit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], check=False, timeout=60)
+    return proc.returncode == 0
+
+
+# --- the one write path and its rules ---------------------------------------------------
 
 
 def _record(
     key: str,
     day: date | None,
-    values: tuple[str, str] | None,
+    values: tuple[str, str | None] | None,
     source: str = "timesca",
     origin: str | None = None,
     url: str | None = None,
     captured_at: datetime | None = None,
     detail: str | None = None,
-) -> PageRecord:
-    quotes = (
-        (Quote("KZT", "USD", *values), Quote("KGS", "USD", "0.01164", "0.87")) if values else ()
+) -> Record:
+    observations = (
+        (Observation("KZT/USD", day, *values), Observation("KGS/USD", day, "0.01164", "0.87"))
+        if values and day
+        else ()
     )
-    return PageRecord(
+    return Record(
         page_key=key,
         source=source,
         origin=origin or f"pages/{key}.txt",
@@ -201,8 +220,27 @@ def _record(
         parser_version=1,
         copies=8,
         detail=detail,
-        quotes=quotes if day else (),
+        observations=observations,
     )
+
+
+def tmp_dir(db: Path) -> Path:
+    stage = db.parent / "stage"
+    stage.mkdir(exist_ok=True)
+    return stage
+
+
+def _write(
+    store: Store, tmp: Path, records: list[Record], files: list[tuple[str, str, int]]
+) -> WriteCounts:
+    """A batch as backfill writes one: records and files staged, then written whole."""
+    stager = Stager(tmp, f"batch{len(list(tmp.iterdir()))}")
+    for n, record in enumerate(records):
+        stager.add(7, n, record)
+    for file_key, path, count in files:
+        stager.add_file(file_key, path, count)
+    stager.close()
+    return write(store, [stager.pages_path], [stager.files_path], NOW)
 
 
 def _tables(store: Store) -> dict[str, list[tuple[object, ...]]]:
@@ -229,30 +267,46 @@ def _counts(c: WriteCounts) -> tuple[int, ...]:
     return (c.pages_new, c.pages_known, c.new, c.already, c.revised)
 
 
-def _write_both(
-    tmp: Path, batches: list[tuple[list[PageRecord], list[tuple[str, str, int]]]]
-) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, object], dict[str, object]]:
-    one, staged = [], []
-    for i, (pages, files) in enumerate(batches):
-        with Store.open(tmp / "pages.duckdb") as store:
-            one.append(_counts(store.write_pages(pages, files, now=NOW)))
-        stager = PageStager(tmp, f"batch{i}")
-        for n, page in enumerate(pages):
-            stager.add_page(7, n, page)
-        for file_key, path, count in files:
-            stager.add_file(file_key, path, count)
-        stager.close()
-        with Store.open(tmp / "staged.duckdb") as store:
-            got = store.write_staged([stager.pages_path], [stager.files_path], NOW)
-            staged.append(_counts(got))
-    with Store.open(tmp / "pages.duckdb") as store:
-        a = _tables(store)
-    with Store.open(tmp / "staged.duckdb") as store:
-        b = _tables(store)
-    return one, staged, a, b  # type: ignore[return-value]
+class Model:
+    """The store's rules, written out plainly: what a batch must add and count."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.versions: dict[tuple[str, str, date], list[tuple[str, str | None]]] = {}
+        self.sightings: list[tuple[str, str, date, int]] = []
+
+    def write(self, records: list[Record]) -> tuple[int, ...]:
+        new_pages = known = new = already = revised = 0
+        for r in records:
+            if r.page_key in self.keys:
+                known += 1
+                continue
+            self.keys.add(r.page_key)
+            new_pages += 1
+            for o in r.observations:
+                versions = self.versions.setdefault((r.source, o.pair, o.date), [])
+                value = (o.rate, o.change)
+                if not versions:
+                    new += 1
+                elif value in versions:
+                    already += 1
+                else:
+                    revised += 1
+                if value not in versions:
+                    versions.append(value)
+                revision = versions.index(value) + 1
+                self.sightings.append((r.source, o.pair, o.date, revision))
+        return (new_pages, known, new, already, revised)
+
+    def observations(self) -> list[tuple[object, ...]]:
+        return sorted(
+            (source, pair, day, i + 1, rate, change)
+            for (source, pair, day), values in self.versions.items()
+            for i, (rate, change) in enumerate(values)
+        )
 
 
-def test_staged_batches_keep_the_rules_of_write_pages(tmp_path: Path) -> None:
+def test_a_batch_keeps_the_rules(tmp_path: Path) -> None:
     d = date(2025, 3, 20)
     batches = [
         (
@@ -274,16 +328,54 @@ def test_staged_batches_keep_the_rules_of_write_pages(tmp_path: Path) -> None:
             [("key-1", "pages/a.txt", 3), ("key-2", "pages/b.txt", 1)],
         ),
     ]
-    one, staged, a, b = _write_both(tmp_path, batches)
-    assert one == staged == [(4, 1, 2, 3, 1), (3, 0, 2, 3, 1)]
-    assert a == b
-    kzt = [row for row in a["observations"] if row[1] == "KZT/USD"]  # type: ignore[attr-defined]
+    db = tmp_path / "t.duckdb"
+    with Store.open(db) as store:
+        got = [_counts(_write(store, tmp_dir(db), *batch)) for batch in batches]
+        tables = _tables(store)
+    assert got == [(4, 1, 2, 3, 1), (3, 0, 2, 3, 1)]
+    kzt = [row for row in tables["observations"] if row[1] == "KZT/USD"]
     assert [(r[3], r[5]) for r in kzt] == [
         (1, "0.00199"),
         (2, "0.00201"),
         (3, "0.00202"),
         (1, "0.00203"),
     ]
+    assert [(k, p) for k, p, *_ in tables["loaded_files"]] == [
+        ("key-1", "pages/a.txt"),
+        ("key-2", "pages/b.txt"),
+    ]
+
+
+def test_observations_of_many_dates_and_without_a_change(tmp_path: Path) -> None:
+    """A record of a kind that publishes a series (many dates in one response) and no
+    day's change: each observation under its own date, the change stored as NULL."""
+    days = [date(2025, 3, 17) + timedelta(days=i) for i in range(3)]
+    record = Record(
+        page_key="ref-1",
+        source="reference",
+        origin="https://rates.example/v2/rates",
+        url=None,
+        captured_at=NOW,
+        content_hash="h",
+        outcome="ok",
+        header_date=None,
+        quote_date=None,
+        date_basis="record",
+        parser_version=1,
+        copies=0,
+        detail=None,
+        observations=tuple(Observation("USD/KZT", d, f"50{i}.5") for i, d in enumerate(days)),
+    )
+    with Store.open(tmp_path / "t.duckdb") as store:
+        counts = write_records(store, [record], NOW)
+        again = write_records(store, [replace(record, page_key="ref-2")], NOW)
+        rows = store.con.execute(
+            "SELECT date, rate_text, change_pct, change_text FROM daily ORDER BY date"
+        ).fetchall()
+        assert read.history(store, "USD/KZT")[0].change is None
+    assert (counts.new, counts.already, again.new, again.already) == (3, 0, 0, 3)
+    assert rows == [(d, f"50{i}.5", None, None) for i, d in enumerate(days)]
+    assert set(counts.capture_ids) == {"ref-1"}
 
 
 def test_staged_text_round_trips_exactly(tmp_path: Path) -> None:
@@ -291,9 +383,13 @@ def test_staged_text_round_trips_exactly(tmp_path: Path) -> None:
     record = _record(
         "k", date(2025, 1, 2), ("0.1", "0"), origin=odd, url="", detail=odd + "\nsecond line"
     )
-    _, _, a, b = _write_both(tmp_path, [([record], [(odd, odd, 1)])])
-    assert a == b
-    assert a["captures"][0][2:4] == (odd, "")  # type: ignore[index]
+    db = tmp_path / "t.duckdb"
+    with Store.open(db) as store:
+        _write(store, tmp_dir(db), [record], [(odd, odd, 1)])
+        tables = _tables(store)
+    assert tables["captures"][0][2:4] == (odd, "")
+    assert tables["captures"][0][14] == odd + "\nsecond line"
+    assert tables["loaded_files"][0][:2] == (odd, odd)
 
 
 STAMPS = st.sampled_from(
@@ -303,27 +399,42 @@ RECORDS = st.builds(
     _record,
     key=st.sampled_from(["p1", "p2", "p3", "p4", "p5", "p6"]),
     day=st.sampled_from([date(2025, 1, 1), date(2025, 1, 2), None]),
-    values=st.tuples(st.sampled_from(["0.1", "0.10", "0.2"]), st.sampled_from(["0", "-0"])),
+    values=st.tuples(st.sampled_from(["0.1", "0.10", "0.2"]), st.sampled_from(["0", "-0", None])),
     source=st.sampled_from(["timesca", "mirror"]),
     url=st.sampled_from([None, "", "https://timesca.com/"]),
     captured_at=STAMPS,
 )
-BATCH = st.tuples(
-    st.lists(RECORDS, max_size=8),
-    st.lists(st.tuples(st.sampled_from(["f1", "f2"]), st.just("p"), st.integers(0, 3)), max_size=2),
-)
 
 
 @pytest.mark.slow
-@settings(max_examples=20, deadline=None)
-@given(batches=st.lists(BATCH, min_size=1, max_size=3))
-def test_property_staged_writes_equal_page_writes(
-    batches: list[tuple[list[PageRecord], list[tuple[str, str, int]]]],
+@settings(max_examples=25, deadline=None)
+@given(batches=st.lists(st.lists(RECORDS, max_size=8), min_size=1, max_size=3))
+def test_property_batches_follow_the_rules_and_their_size_does_not_matter(
+    batches: list[list[Record]],
 ) -> None:
+    """Any batches: the counts and the stored observations are the model's, and writing
+    the same records one at a time (as a scrape does) stores the same."""
+    model = Model()
     with tempfile.TemporaryDirectory() as tmp:
-        one, staged, a, b = _write_both(Path(tmp), batches)
-    assert one == staged
-    assert a == b
+        db, single = Path(tmp) / "t.duckdb", Path(tmp) / "single.duckdb"
+        with Store.open(db) as store:
+            for batch in batches:
+                assert _counts(_write(store, tmp_dir(db), batch, [])) == model.write(batch)
+            stored = store.con.execute(
+                "SELECT source, pair, date, revision, rate_text, change_text FROM observations"
+            ).fetchall()
+            sightings = store.con.execute(
+                "SELECT source, pair, date, revision FROM sightings"
+            ).fetchall()
+            tables = _tables(store)
+        with Store.open(single) as store:
+            for record in (r for batch in batches for r in batch):
+                write_records(store, [record], NOW)
+            one_by_one = _tables(store)
+    assert sorted(stored) == model.observations()
+    assert sorted(sightings) == sorted(model.sightings)
+    for name in ("observations", "sightings", "daily"):
+        assert one_by_one[name] == tables[name]
 
 
 def test_work_done_before_commit_lands_with_the_page_or_not_at_all(tmp_path: Path) -> None:
@@ -331,7 +442,7 @@ def test_work_done_before_commit_lands_with_the_page_or_not_at_all(tmp_path: Pat
     page is not stored either, and what was stored before is untouched."""
     db = tmp_path / "t.duckdb"
     with Store.open(db) as store:
-        store.write_pages([_record("a", date(2025, 1, 1), ("0.1", "0"))], now=NOW)
+        write_records(store, [_record("a", date(2025, 1, 1), ("0.1", "0"))], NOW)
         before = _tables(store)
 
         def fail(counts: WriteCounts) -> None:
@@ -339,14 +450,15 @@ def test_work_done_before_commit_lands_with_the_page_or_not_at_all(tmp_path: Pat
             raise RuntimeError("the attempt could not be recorded")
 
         with pytest.raises(RuntimeError):
-            store.write_pages(
-                [_record("b", date(2025, 1, 2), ("0.2", "-0"))], now=NOW, before_commit=fail
+            write_records(
+                store, [_record("b", date(2025, 1, 2), ("0.2", "-0"))], NOW, before_commit=fail
             )
         assert _tables(store) == before
         seen: list[int] = []
-        store.write_pages(
+        write_records(
+            store,
             [_record("b", date(2025, 1, 2), ("0.2", "-0"))],
-            now=NOW,
+            NOW,
             before_commit=lambda counts: seen.append(counts.new),
         )
         assert seen == [2] and len(_tables(store)["captures"]) == 2

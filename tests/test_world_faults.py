@@ -24,13 +24,18 @@ from click.testing import CliRunner
 from conftest import Project, one_error_line, text_page
 from servers import LocalServer, conditional, html, page, write_config
 
-from ticker import pipeline
+from ticker import scrape as scrape_job
+from ticker import spool
+from ticker import status as status_job
 from ticker.cli import cli
 from ticker.config import Config, Source, load_config
 from ticker.errors import StoreError
 from ticker.models import Page
 from ticker.scheduler import Daemon
-from ticker.store import PageStager, Store, migrations
+from ticker.sources.ticker import TickerReader
+from ticker.store import Store
+from ticker.store.migrate import migrations
+from ticker.store.write import Stager, write, write_records
 
 NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 ENOSPC = "No space left on device"
@@ -83,30 +88,30 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 def _record(day: str) -> Any:
     body = text_page(day=day).encode()
-    return pipeline.page_record(
+    return TickerReader().read(
         Page(origin=f"mem:{day}", body=body), Source(), now=NOW + timedelta(days=30)
     )
 
 
-def _write_pages(store: Store, tmp: Path) -> None:
-    store.write_pages([_record("21 March 2025")])
+def _write_one(store: Store, tmp: Path) -> None:
+    write_records(store, [_record("21 March 2025")], NOW)
 
 
 def _write_staged(store: Store, tmp: Path) -> None:
-    stager = PageStager(tmp, "batch")
-    stager.add_page(0, 0, _record("21 March 2025"))
+    stager = Stager(tmp, "batch")
+    stager.add(0, 0, _record("21 March 2025"))
     stager.add_file("key", "mem:21", 1)
     stager.close()
-    store.write_staged([stager.pages_path], [stager.files_path], NOW)
+    write(store, [stager.pages_path], [stager.files_path], NOW)
 
 
-@pytest.mark.parametrize("write", [_write_pages, _write_staged], ids=["pages", "staged"])
+@pytest.mark.parametrize("write", [_write_one, _write_staged], ids=["one", "staged"])
 def test_a_write_on_a_full_disk_names_the_cause_and_keeps_what_was_stored(
     small_disk: SmallDisk, tmp_path: Path, write: Callable[[Store, Path], None]
 ) -> None:
     db = small_disk.path / "ticker.duckdb"
     with Store.open(db) as store:
-        store.write_pages([_record("20 March 2025")])
+        write_records(store, [_record("20 March 2025")], NOW)
     small_disk.fill()
     with Store.open(db) as store, pytest.raises(StoreError) as info:
         write(store, tmp_path)
@@ -129,7 +134,7 @@ def test_a_migration_on_a_full_disk_names_the_cause(small_disk: SmallDisk) -> No
         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
         " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
     )
-    con.execute(first.read_text(encoding="utf-8"))
+    con.execute(first)
     con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
     con.close()
     assert later, "a later migration to apply"
@@ -137,7 +142,7 @@ def test_a_migration_on_a_full_disk_names_the_cause(small_disk: SmallDisk) -> No
     with pytest.raises(StoreError) as info, Store.open(db):
         pass
     message = str(info.value)
-    assert f"migration {later[0][2].name} failed" in message
+    assert f"migration {later[0][0]:03d}_{later[0][1]}.sql failed" in message
     assert ENOSPC in message and "rollback" not in message, message
     small_disk.free()
     with Store.open(db) as store:
@@ -186,7 +191,7 @@ def stored_days(config: Config) -> list[int]:
 
 
 def spool_files(config: Config) -> list[str]:
-    pending = config.archive_dir / pipeline.PENDING_DIR
+    pending = config.archive_dir / spool.SPOOL_DIR
     return sorted(p.suffix for p in pending.iterdir()) if pending.is_dir() else []
 
 
@@ -196,29 +201,29 @@ def test_scrapes_on_a_full_disk_wait_in_the_spool_and_are_stored_when_there_is_r
     daily_pages(server)
     config = load_config(write_config(tmp_path, server.url("/"), retries=0))
     config = replace(config, store_path=small_disk.path / "ticker.duckdb")
-    assert pipeline.scrape(config, NOW)[0].outcome == "ok"
+    assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     small_disk.fill()
 
     for hour in (1, 2, 3):  # a scrape a day, each page dated its day
-        [attempt] = pipeline.scrape(config, NOW + timedelta(days=hour))
+        [attempt] = scrape_job.scrape(config, NOW + timedelta(days=hour))
         assert attempt.outcome == "store_error", attempt.error
         assert ENOSPC in (attempt.error or "") and "rollback" not in (attempt.error or "")
         assert "the next scrape stores the page from the archive" in (attempt.error or "")
         # each later scrape retried the earlier ones: they stay pending, never set aside
         assert spool_files(config) == [".json"] * hour
 
-    [s] = pipeline.status(config, NOW + timedelta(days=3))
+    [s] = status_job.status(config, NOW + timedelta(days=3))
     assert s.waiting == 3 and ENOSPC in (s.waiting_because or "") and s.unsettled
     result = CliRunner().invoke(cli, ["--config", str(config.path), "status"])
     assert result.exit_code == 1
     assert f"timesca: waiting: 3 attempts in {config.archive_dir / '.pending'}" in result.output
 
     small_disk.free()
-    [attempt] = pipeline.scrape(config, NOW + timedelta(days=4))
+    [attempt] = scrape_job.scrape(config, NOW + timedelta(days=4))
     assert attempt.outcome == "ok"
     assert spool_files(config) == []
     assert stored_days(config) == [20, 21, 22, 23, 24]
-    [s] = pipeline.status(config, NOW + timedelta(days=4))
+    [s] = status_job.status(config, NOW + timedelta(days=4))
     assert (s.waiting, s.unstored, s.unreadable_spooled) == (0, 0, 0)
 
 
@@ -236,15 +241,15 @@ def test_a_damaged_store_leaves_the_attempts_pending_until_it_is_moved_aside(
 ) -> None:
     daily_pages(server)
     config = load_config(write_config(tmp_path, server.url("/"), retries=0))
-    assert pipeline.scrape(config, NOW)[0].outcome == "ok"
+    assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     damage(config.store_path)
     for hour in (1, 2):  # a scrape a day, each page dated its day
-        [attempt] = pipeline.scrape(config, NOW + timedelta(days=hour))
+        [attempt] = scrape_job.scrape(config, NOW + timedelta(days=hour))
         assert attempt.outcome == "store_error" and str(config.store_path) in (attempt.error or "")
         assert spool_files(config) == [".json"] * hour
 
     config.store_path.rename(config.store_path.with_suffix(".broken"))  # as the message says
-    [attempt] = pipeline.scrape(config, NOW + timedelta(days=3))
+    [attempt] = scrape_job.scrape(config, NOW + timedelta(days=3))
     assert attempt.outcome == "ok" and spool_files(config) == []
     assert stored_days(config) == [21, 22, 23]  # every page fetched since it broke
 
@@ -302,7 +307,7 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     config = load_config(cfg)
     runner = CliRunner()
     assert runner.invoke(cli, ["--config", str(cfg), "scrape"]).exit_code == 0
-    (config.archive_dir / pipeline.PENDING_DIR).write_text("a file where the spool goes")
+    (config.archive_dir / spool.SPOOL_DIR).write_text("a file where the spool goes")
     holder = lock_holder(config.store_path)
     result = runner.invoke(cli, ["--config", str(cfg), "scrape"])
     release(holder)
@@ -322,7 +327,7 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     loaded = runner.invoke(cli, ["--config", str(cfg), "backfill", str(config.archive_dir)])
     assert loaded.exit_code == 0, loaded.output
     assert stored_days(config) == [20, 21]
-    [s] = pipeline.status(config, NOW)
+    [s] = status_job.status(config, NOW)
     assert s.unstored == 0  # backfilled: in the store now
 
 
@@ -334,7 +339,7 @@ def test_the_daemon_holds_what_it_cannot_keep_and_stores_it_at_the_next_job(
     config.archive_dir.write_text("a file: no archive, no spool")
     daemon = Daemon(config, clock=lambda: NOW)
     holder = lock_holder(config.store_path)
-    attempts = pipeline.scrape(config, NOW, session=None, state=daemon.state)
+    attempts = scrape_job.scrape(config, NOW, session=None, state=daemon.state)
     release(holder)
     [held] = attempts
     assert held.outcome == "store_locked" and "held in memory" in (held.error or ""), held
@@ -356,7 +361,7 @@ def test_a_stopping_daemon_spools_what_it_holds(
     daily_pages(server)
     config = load_config(write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3))
     daemon = Daemon(config, clock=lambda: NOW)
-    pending = config.archive_dir / pipeline.PENDING_DIR
+    pending = config.archive_dir / spool.SPOOL_DIR
     config.archive_dir.mkdir()
     pending.write_text("blocked for now")
     holder = lock_holder(config.store_path)
@@ -366,7 +371,7 @@ def test_a_stopping_daemon_spools_what_it_holds(
     pending.unlink()
     daemon.close()
     assert spool_files(config) == [".json"]
-    assert pipeline.scrape(config, NOW + timedelta(hours=1))[0].outcome == "ok"
+    assert scrape_job.scrape(config, NOW + timedelta(hours=1))[0].outcome == "ok"
     assert stored_days(config) == [20, 21]
 
 
@@ -397,18 +402,18 @@ def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
     with Store.open(config.store_path):
         pass
     shutil.copy(config.store_path, backup)  # a backup from before the page was stored
-    state = pipeline.ScrapeState()  # kept between jobs, as the daemon keeps it
-    assert pipeline.scrape(config, NOW, state=state)[0].outcome == "ok"
+    state = scrape_job.ScrapeState()  # kept between jobs, as the daemon keeps it
+    assert scrape_job.scrape(config, NOW, state=state)[0].outcome == "ok"
     swap(config.store_path, backup)
 
-    [attempt] = pipeline.scrape(config, NOW + timedelta(hours=1), state=state)
+    [attempt] = scrape_job.scrape(config, NOW + timedelta(hours=1), state=state)
     assert attempt.outcome == "ok" and attempt.new == 5, attempt
     conditional_get, whole = server.seen[1:]
     assert conditional_get.headers.get("If-None-Match") == '"v1"'
     assert "If-None-Match" not in whole.headers  # fetched again, whole, in the same job
     assert stored_days(config) == [20]
 
-    [again] = pipeline.scrape(config, NOW + timedelta(hours=2), state=state)
+    [again] = scrape_job.scrape(config, NOW + timedelta(hours=2), state=state)
     assert again.outcome == "not_modified"  # this store holds the page now
 
 
@@ -429,7 +434,7 @@ def test_status_names_what_waits_for_each_source(
     scraped = runner.invoke(cli, ["--config", str(cfg), "scrape"])
     release(holder)
     assert scraped.exit_code == 1
-    (config.archive_dir / pipeline.PENDING_DIR / "torn.json").write_text('{"id": "ab')
+    (config.archive_dir / spool.SPOOL_DIR / "torn.json").write_text('{"id": "ab')
 
     result = runner.invoke(cli, ["--config", str(cfg), "status", "--json"])
     assert result.exit_code == 1
@@ -444,6 +449,6 @@ def test_status_names_what_waits_for_each_source(
     assert "set aside: 1 spooled attempt in" in table.stdout
 
     runner.invoke(cli, ["--config", str(cfg), "scrape"])  # records them; sets the torn aside
-    [ok, failed] = pipeline.status(config, NOW)
+    [ok, failed] = status_job.status(config, NOW)
     assert ok.waiting == failed.waiting == 0 and ok.unreadable_spooled == 1
-    assert sorted(p.name for p in pipeline.set_aside_attempts(config)) == ["torn.bad"]
+    assert sorted(p.name for p in spool.set_aside_attempts(config)) == ["torn.bad"]

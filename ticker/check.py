@@ -23,11 +23,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from ticker.models import bounded_detail, shorten
+from ticker.models import Day, bounded_detail, shorten
+from ticker.store import Store, read
+from ticker.store.read import BadPage, Revision
 
 if TYPE_CHECKING:
     from ticker.config import Config, Source
-    from ticker.store import Store
 
 # The site rounds the day's change to this many decimals and drops trailing zeros.
 CHANGE_DECIMALS = 2
@@ -71,41 +72,6 @@ KINDS: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Day:
-    """One day of the daily series: the latest capture's values, as printed."""
-
-    source: str
-    pair: str
-    date: date
-    rate: str
-    change: str
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    """One stored set of values of a (source, pair, date) that has more than one."""
-
-    source: str
-    pair: str
-    date: date
-    revision: int
-    rate: str
-    change: str
-    origin: str  # the capture that first showed these values
-
-
-@dataclass(frozen=True, slots=True)
-class BadPage:
-    """A capture whose ticker copies disagreed."""
-
-    source: str
-    origin: str
-    captured_at: str | None
-    header_date: date | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
 class Snapshot:
     days: tuple[Day, ...] = ()
     revisions: tuple[Revision, ...] = ()
@@ -118,37 +84,11 @@ class Snapshot:
 def snapshot(store: Store, after: date | None = None) -> Snapshot:
     """Everything the checks read, fetched whole (DuckDB 2 wants every result finished);
     with `after`, also the origins of the days after that date."""
-    con = store.con
-    days = con.execute(
-        """SELECT source, pair, date, rate_text, change_text FROM daily
-           ORDER BY source, pair, date"""
-    ).fetchall()
-    revisions = con.execute(
-        """WITH revised AS (
-               SELECT * FROM observations o
-               SEMI JOIN (SELECT source, pair, date FROM observations WHERE revision > 1) r
-               USING (source, pair, date))
-           SELECT o.source, o.pair, o.date, o.revision, o.rate_text, o.change_text, c.origin
-           FROM revised o JOIN captures c ON c.id = o.capture_id
-           ORDER BY o.source, o.pair, o.date, o.revision"""
-    ).fetchall()
-    bad = con.execute(
-        """SELECT source, origin, CAST(captured_at AS VARCHAR), header_date, coalesce(detail, '')
-           FROM captures WHERE outcome = 'inconsistent'
-           ORDER BY source, header_date NULLS LAST, origin"""
-    ).fetchall()
-    late = []
-    if after is not None:
-        late = con.execute(
-            """SELECT d.source, d.pair, d.date, c.origin FROM daily d
-               JOIN captures c ON c.id = d.capture_id WHERE d.date > $1""",
-            [after],
-        ).fetchall()
     return Snapshot(
-        days=tuple(Day(*r) for r in days),
-        revisions=tuple(Revision(*r) for r in revisions),
-        bad_pages=tuple(BadPage(*r) for r in bad),
-        origins={(src, pair, day): origin for src, pair, day, origin in late},
+        days=tuple(read.daily(store)),
+        revisions=tuple(read.revisions(store)),
+        bad_pages=tuple(read.inconsistent_pages(store)),
+        origins=read.day_origins(store, after) if after is not None else {},
     )
 
 
@@ -335,6 +275,8 @@ def check_changes(
             if (day.date - prev.date).days != 1:
                 n_unchecked += 1
                 continue
+            if day.change is None:  # a source that publishes no change (a reference rate)
+                continue
             if (day.rate, day.change) == (prev.rate, prev.change):
                 n_repeat += 1
                 continue
@@ -427,7 +369,9 @@ def check_jumps(
             if abs(y - med) <= threshold or abs(y_min - med) <= threshold:
                 continue
             move = (float(day.rate) / float(prev.rate) - 1) * 100
-            if (day.date - prev.date).days != 1:
+            if day.change is None:
+                agree = "the source publishes no change to compare"
+            elif (day.date - prev.date).days != 1:
                 agree = f"the printed change {day.change}% is of a day not stored"
             elif change_miss(prev.rate, day.rate, day.change) == 0:
                 agree = f"the printed change {day.change}% agrees: a real move"
@@ -806,8 +750,6 @@ def format_report(report: Report, limit: int = 10) -> list[str]:
 
 def run_check(config: Config, now: datetime) -> Report:
     """Open the store read-only for the one read, then check what was read."""
-    from ticker.store import Store
-
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         # every time zone's today + 1 is after yesterday in UTC
         snap = snapshot(store, after=now.astimezone(UTC_ZONE).date() - timedelta(days=1))

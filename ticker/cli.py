@@ -1,4 +1,5 @@
-"""Command line: parses arguments, reads the clock and the config, calls the pipeline."""
+"""Command line: parses arguments, reads the clock and the config, calls the job modules
+(backfill, scrape, status, charts, series, export, check, scheduler) and prints."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import click
 from ticker import __version__
 from ticker.config import PAIR_RE, Config, load_config
 from ticker.errors import OutputError, TickerError, UsageError
+from ticker.models import Day
 from ticker.output import output_error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,7 +114,7 @@ def _pair(config: Config, text: str) -> str:
     return pair
 
 
-def _print_rows(rows: Sequence[Any], as_json: bool, empty: str) -> None:
+def _print_rows(rows: Sequence[Day], as_json: bool, empty: str) -> None:
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -120,7 +122,10 @@ def _print_rows(rows: Sequence[Any], as_json: bool, empty: str) -> None:
         click.echo(empty)
         return
     table = [("source", "pair", "date", "rate", "change_pct")]
-    table += [(r.source, r.pair, r.date.isoformat(), r.rate, r.change_pct + "%") for r in rows]
+    table += [
+        (r.source, r.pair, r.date.isoformat(), r.rate, "-" if r.change is None else r.change + "%")
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         cells = [
@@ -148,7 +153,7 @@ def backfill(
       ticker backfill ~/dumps/ 'archive/**/*.warc.gz' --source timesca
       ticker backfill listing.html --date 2025-03-20
     """
-    from ticker.pipeline import backfill as run_backfill
+    from ticker.backfill import backfill as run_backfill
 
     config = _config(ctx)
     summary = run_backfill(
@@ -222,11 +227,9 @@ def latest(ctx: click.Context, as_json: bool) -> None:
     Example:
       ticker latest --json
     """
-    from ticker.store import Store
+    from ticker.series import latest as latest_days
 
-    config = _read_only(ctx)
-    with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
-        rows = store.latest()
+    rows = latest_days(_read_only(ctx))
     _print_rows(
         rows, as_json, "no quotes stored yet; run `ticker backfill PATH` or `ticker scrape`"
     )
@@ -253,15 +256,14 @@ def history(
     Example:
       ticker history KZT/USD --since 2025-01-01
     """
-    from ticker.store import Store
+    from ticker.series import history as pair_history
 
     config = _config(ctx)
     name = _pair(config, pair)
     if source_name is not None:
         config.source(source_name)
     _read_only(ctx)
-    with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
-        rows = store.history(name, _as_date(since), _as_date(until), source_name)
+    rows = pair_history(config, name, _as_date(since), _as_date(until), source_name)
     _print_rows(rows, as_json, f"no quotes of {name} stored in that range")
 
 
@@ -377,8 +379,8 @@ def scrape(ctx: click.Context) -> None:
     Example:
       ticker scrape
     """
-    from ticker.pipeline import describe_attempt
-    from ticker.pipeline import scrape as run_scrape
+    from ticker.scrape import describe_attempt
+    from ticker.scrape import scrape as run_scrape
 
     _setup_logging(ctx)
     config = _config(ctx)
@@ -403,7 +405,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     Example:
       ticker status --json
     """
-    from ticker.pipeline import status as source_status
+    from ticker.status import status as source_status
 
     config = _read_only(ctx)
     now = _now()
@@ -439,9 +441,9 @@ def _print_status(rows: Sequence[Any], config: Config) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    from ticker.pipeline import PENDING_DIR
+    from ticker.spool import SPOOL_DIR
 
-    pending = config.archive_dir / PENDING_DIR
+    pending = config.archive_dir / SPOOL_DIR
     for r in rows:
         state = ", ".join(s for s, on in (("stale", r.stale), ("failing", r.failing)) if on)
         if state:
@@ -552,14 +554,14 @@ def chart(
       ticker chart
       ticker chart --pair KZT --pair UZS --since 2024-01-01 --out /tmp/charts
     """
-    from ticker.pipeline import render_charts
+    from ticker.charts import draw_charts
 
     config = _config(ctx)
     wanted = [_pair(config, p) for p in pairs]
     if since and until and since > until:
         raise UsageError(f"--since {since:%Y-%m-%d} is after --until {until:%Y-%m-%d}")
     _read_only(ctx)
-    result = render_charts(
+    result = draw_charts(
         config,
         now=_now(),
         since=_as_date(since),

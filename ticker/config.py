@@ -45,12 +45,18 @@ MAX_JITTER = DAY
 MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
 
 
+DEFAULT_LABEL = "The Times of Central Asia (timesca.com) currency ticker"
+MAX_LABEL = 120
+
+
 @dataclass(frozen=True)
 class Source:
     name: str = "timesca"
     url: str = "https://timesca.com/"
     timezone: str = "Asia/Almaty"
     pairs: tuple[str, ...] = DEFAULT_PAIRS
+    kind: str = "ticker"  # a module of ticker.sources: what the source sends, how it reads
+    label: str = DEFAULT_LABEL  # who publishes it, as charts credit it
 
     @property
     def tz(self) -> ZoneInfo:
@@ -354,7 +360,9 @@ def _as_toml(value: Any) -> str:
 
 
 def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
-    r = _Reader(path, table, f"sources[{i}]", {"name", "url", "timezone", "pairs"})
+    from ticker.sources import KINDS
+
+    r = _Reader(path, table, f"sources[{i}]", {"name", "url", "timezone", "pairs", "kind", "label"})
     name = r.get("name", str, "timesca", "a string")
     if not SOURCE_NAME_RE.match(name):
         raise r._fail("name", "lower-case letters, digits, '-' or '_' (at most 40)")
@@ -369,7 +377,21 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
     pairs = r.get("pairs", list, list(DEFAULT_PAIRS), 'a list like ["KZT/USD", "UZS/USD"]')
     if not pairs or not all(isinstance(p, str) and PAIR_RE.match(p) for p in pairs):
         raise r._fail("pairs", 'a non-empty list of pairs like "KZT/USD"')
-    return Source(name=name, url=url, timezone=timezone, pairs=tuple(dict.fromkeys(pairs)))
+    kind = r.get("kind", str, "ticker", "a kind of source")
+    if kind not in KINDS:
+        raise r._fail("kind", "one of " + ", ".join(f'"{k}"' for k in KINDS))
+    default_label = DEFAULT_LABEL if url == Source.url else f"{urlsplit(url).hostname}"
+    label = r.get("label", str, default_label, "a string")
+    if not label.strip() or len(label) > MAX_LABEL or not label.isprintable():
+        raise r._fail("label", f"a line of text of at most {MAX_LABEL} characters")
+    return Source(
+        name=name,
+        url=url,
+        timezone=timezone,
+        pairs=tuple(dict.fromkeys(pairs)),
+        kind=kind,
+        label=label,
+    )
 
 
 def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:

@@ -15,7 +15,7 @@ import duckdb
 from ticker.config import Config
 from ticker.errors import OutputError, UsageError
 from ticker.output import check_file_place, output_error, write_bytes, write_file
-from ticker.store import Store
+from ticker.store import Store, read
 
 COLUMNS = ("source", "pair", "date", "rate", "change_pct")
 
@@ -31,7 +31,7 @@ def write_export(config: Config, fmt: str, out: Path | None) -> int:
         if fmt == "parquet":
             assert out is not None
             return _write_parquet(store, out)
-        rows = [r.as_dict() for r in store.daily()]
+        rows = [day.as_dict() for day in read.daily(store)]
     if fmt == "json":
         text = json.dumps(rows, indent=2) + "\n"
     else:
@@ -57,7 +57,7 @@ def _write_parquet(store: Store, out: Path) -> int:
     with scratch_dir as scratch:
         tmp = Path(scratch) / "export.parquet"
         try:
-            count = store.write_parquet(tmp)
+            count = read.write_parquet(store, tmp)
         except duckdb.IOException as exc:
             raise OutputError(
                 scratch, f"cannot write the Parquet file: {exc}", "set TMPDIR to a roomier place"

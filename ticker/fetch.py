@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -35,6 +34,7 @@ from urllib3.util.retry import Retry
 from ticker import __version__
 from ticker.config import HttpConfig
 from ticker.errors import FetchError
+from ticker.models import Outcome
 
 log = logging.getLogger(__name__)
 _E = TypeVar("_E", bound=BaseException)
@@ -44,35 +44,9 @@ ACCEPT = "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.8,*/*;q=0.1"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
 CHUNK = 64 * 1024
-_TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")  # the default accepted
 # Headers that describe the transfer, not the page: the archive stores the decoded body.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "transfer-encoding", "content-length"})
-
-
-class FetchOutcome(StrEnum):
-    """What one attempt came to. The parse outcomes (no_ticker, inconsistent) join these
-    in the attempts table; ok and not_modified are the successes."""
-
-    OK = "ok"
-    NOT_MODIFIED = "not_modified"
-    NO_TICKER = "no_ticker"
-    INCONSISTENT = "inconsistent"
-    UNDATED = "undated"
-    HTTP_ERROR = "http_error"
-    TIMEOUT = "timeout"
-    TOO_LARGE = "too_large"
-    CONNECTION_ERROR = "connection_error"
-    TLS_ERROR = "tls_error"
-    REDIRECT_LOOP = "redirect_loop"
-    TRUNCATED = "truncated"
-    NOT_HTML = "not_html"
-    PARSE_ERROR = "parse_error"
-    ARCHIVE_ERROR = "archive_error"
-    STORE_LOCKED = "store_locked"
-    STORE_ERROR = "store_error"
-
-
-SUCCESS = frozenset({FetchOutcome.OK.value, FetchOutcome.NOT_MODIFIED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +322,11 @@ def fetch(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
+    media_types: tuple[str, ...] = TEXT_TYPES,
 ) -> Fetched:
     """GET one page. Returns a 200 with its whole body or a 304; raises FetchError with
-    the outcome (timeout, http_error, too_large, ...) and a message naming the URL.
+    the outcome (timeout, http_error, too_large, ...) and a message naming the URL. A
+    body whose Content-Type is not one of `media_types` (the reader's) is not read.
 
     The whole fetch (connect, TLS, status line and headers, body, every retry and every
     wait between them) ends within [http] deadline seconds, whatever the server does.
@@ -361,6 +337,8 @@ def fetch(
     if not http.verify_tls:
         log.warning("%s: TLS certificate NOT verified ([http] verify_tls = false)", url)
     headers = {}
+    if media_types != TEXT_TYPES:
+        headers["Accept"] = ", ".join(media_types)
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -374,7 +352,7 @@ def fetch(
             raise
         with resp:
             try:
-                return _read(resp, url, http)
+                return _read(resp, url, http, media_types)
             except FetchError as exc:
                 if deadline.passed():
                     where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
@@ -404,14 +382,14 @@ def _get(
     except requests.TooManyRedirects:
         raise FetchError(
             url,
-            FetchOutcome.REDIRECT_LOOP,
+            Outcome.REDIRECT_LOOP,
             f"more than {MAX_REDIRECTS} redirects (a redirect loop?); "
             "check [[sources]] url in a browser",
         ) from None
     except requests.exceptions.SSLError as exc:
         raise FetchError(
             url,
-            FetchOutcome.TLS_ERROR,
+            Outcome.TLS_ERROR,
             f"TLS handshake failed ({_root(exc)}); fix the certificate or, on a trusted "
             "network only, set [http] verify_tls = false",
         ) from None
@@ -428,13 +406,11 @@ def _get(
             )
         raise FetchError(
             url,
-            FetchOutcome.CONNECTION_ERROR,
+            Outcome.CONNECTION_ERROR,
             f"cannot connect ({_root(exc)}) {gave_up}; is the site down or [[sources]] url wrong?",
         ) from None
     except requests.RequestException as exc:
-        raise FetchError(
-            url, FetchOutcome.CONNECTION_ERROR, f"request failed ({_root(exc)})"
-        ) from None
+        raise FetchError(url, Outcome.CONNECTION_ERROR, f"request failed ({_root(exc)})") from None
 
 
 def _past_deadline(
@@ -451,36 +427,37 @@ def _past_deadline(
         )
     return FetchError(
         url,
-        FetchOutcome.TIMEOUT,
+        Outcome.TIMEOUT,
         reason,
         status=cut.status if cut else None,
         nbytes=cut.nbytes if cut else 0,
     )
 
 
-def _read(resp: requests.Response, url: str, http: HttpConfig) -> Fetched:
+def _read(
+    resp: requests.Response, url: str, http: HttpConfig, media_types: tuple[str, ...]
+) -> Fetched:
     status = resp.status_code
     raw = resp.raw
     retries = len(getattr(getattr(raw, "retries", None), "history", ()) or ())
     ctype = resp.headers.get("Content-Type")
     if status != 200 and status != 304:
-        raise FetchError(
-            url, FetchOutcome.HTTP_ERROR, _status_text(resp, retries, http), status=status
-        )
+        raise FetchError(url, Outcome.HTTP_ERROR, _status_text(resp, retries, http), status=status)
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > http.max_bytes:
         raise FetchError(
             url,
-            FetchOutcome.TOO_LARGE,
+            Outcome.TOO_LARGE,
             f"the server announces {int(declared)} bytes, more than [http] max_bytes = "
             f"{http.max_bytes}; not read (raise max_bytes if the page really is this big)",
             status=status,
         )
-    if status == 200 and ctype and not ctype.lower().lstrip().startswith(_TEXT_TYPES):
+    if status == 200 and ctype and not ctype.lower().lstrip().startswith(media_types):
+        wanted = "an HTML page" if media_types == TEXT_TYPES else " or ".join(media_types)
         raise FetchError(
             url,
-            FetchOutcome.NOT_HTML,
-            f"the server sent {ctype.split(';')[0].strip()!r}, not an HTML page; not read",
+            Outcome.NOT_HTML,
+            f"the server sent {ctype.split(';')[0].strip()!r}, not {wanted}; not read",
             status=status,
         )
     body = _body(resp, url, http, status) if status == 200 else b""
@@ -488,11 +465,11 @@ def _read(resp: requests.Response, url: str, http: HttpConfig) -> Fetched:
     if deadline is not None and deadline.expired.is_set():
         # The deadline's shutdown can end a body that runs to the close of the
         # connection as if it were whole: what arrived is not the page.
-        raise FetchError(url, FetchOutcome.TIMEOUT, "", status=status, nbytes=len(body))
+        raise FetchError(url, Outcome.TIMEOUT, "", status=status, nbytes=len(body))
     if status == 200 and _binary(body):
         raise FetchError(
             url,
-            FetchOutcome.NOT_HTML,
+            Outcome.NOT_HTML,
             f"the body ({len(body)} bytes) is binary data, not an HTML page",
             status=status,
             nbytes=len(body),
@@ -523,7 +500,7 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             if n > http.max_bytes:
                 raise FetchError(
                     url,
-                    FetchOutcome.TOO_LARGE,
+                    Outcome.TOO_LARGE,
                     f"the body is larger than [http] max_bytes = {http.max_bytes}; stopped "
                     f"reading at {n} bytes (raise max_bytes if the page really is this big)",
                     status=status,
@@ -539,7 +516,7 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             got, what = max(n, int(resp.raw.tell() or 0)), f"after {n} bytes ({_root(exc)})"
         raise FetchError(
             url,
-            FetchOutcome.TRUNCATED,
+            Outcome.TRUNCATED,
             f"the body was cut off {what}; nothing of it was kept, the next run tries again",
             status=status,
             nbytes=got,
@@ -550,7 +527,7 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             raise FetchError(url, err.outcome, err.reason, status=status, nbytes=n) from None
         raise FetchError(
             url,
-            FetchOutcome.TRUNCATED,
+            Outcome.TRUNCATED,
             f"the connection broke after {n} bytes of the body ({_root(exc)})",
             status=status,
             nbytes=n,
@@ -558,7 +535,7 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
     except requests.RequestException as exc:
         raise FetchError(
             url,
-            FetchOutcome.TRUNCATED,
+            Outcome.TRUNCATED,
             f"the body could not be read after {n} bytes ({_root(exc)})",
             status=status,
             nbytes=n,
@@ -599,7 +576,7 @@ def _retries(n: int) -> str:
 def _timeout(url: str, timeout: float, exc: BaseException) -> FetchError:
     return FetchError(
         url,
-        FetchOutcome.TIMEOUT,
+        Outcome.TIMEOUT,
         f"no answer within [http] timeout = {timeout:g} s ({_root(exc)})",
     )
 

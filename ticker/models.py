@@ -1,4 +1,5 @@
-"""Records passed between the stages: pages in, readings out, series for charts."""
+"""Records passed between the stages: pages in; readings, records and attempts out; the
+days of a series back out of the store."""
 
 from __future__ import annotations
 
@@ -7,19 +8,35 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class Outcome(StrEnum):
-    """What became of one page. The parser gives the first four; the pipeline, which
-    knows the configured pairs and the clock, adds partial and bad_date."""
+    """What became of a page, a response or a fetch attempt: a kind's reader gives the
+    first six, fetching and storing the others. ok and not_modified are the successes."""
 
     OK = "ok"
     NO_TICKER = "no_ticker"
     UNDATED = "undated"
     INCONSISTENT = "inconsistent"
-    PARTIAL = "partial"  # stored, but ticker lines of configured pairs were unreadable
+    PARTIAL = "partial"  # stored, but lines of configured pairs were unreadable
     BAD_DATE = "bad_date"  # a date or capture time that cannot be right; nothing stored
+    NOT_MODIFIED = "not_modified"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    CONNECTION_ERROR = "connection_error"
+    TLS_ERROR = "tls_error"
+    REDIRECT_LOOP = "redirect_loop"
+    TRUNCATED = "truncated"
+    NOT_HTML = "not_html"
+    PARSE_ERROR = "parse_error"
+    ARCHIVE_ERROR = "archive_error"
+    STORE_LOCKED = "store_locked"
+    STORE_ERROR = "store_error"
 
+
+SUCCESS_OUTCOMES = frozenset({Outcome.OK.value, Outcome.NOT_MODIFIED.value})
 
 # Lines made from page content (a problem, a reason) are cut to this many characters
 # before they are printed or stored: a hostile page must not flood a terminal or a row.
@@ -39,6 +56,24 @@ def bounded_detail(problems: Sequence[str]) -> str | None:
     if len(problems) > MAX_DETAIL_LINES:
         lines.append(f"... and {len(problems) - MAX_DETAIL_LINES} more problems")
     return "\n".join(lines) or None
+
+
+def detail_line(detail: str | None) -> str:
+    """A stored detail as one shortened line, for a summary or an attempt's error."""
+    return shorten((detail or "").replace("\n", "; "))
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page body and where it came from (a file, a WARC record or a URL)."""
+
+    origin: str
+    body: bytes
+    captured_at: datetime | None = None  # aware; None when the container gives no time
+    url: str | None = None
+    source: str | None = None  # set when the container names it (ticker's own archive)
+    content_type: str | None = None
+    capture_problem: str | None = None  # why the container's capture time is unusable
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +100,8 @@ class Quote:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What one page says: its quotes (one per pair), header date and outcome."""
+    """What the ticker parser makes of one page's text: its quotes (one per pair), header
+    date and outcome."""
 
     outcome: Outcome
     quotes: tuple[Quote, ...] = ()
@@ -78,27 +114,91 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One page body and where it came from (a file, a WARC record or a URL)."""
+class Observation:
+    """One dated value as published: the pair written in the direction of its number
+    (KZT/USD = US dollars per tenge), the rate and the day's change as printed."""
 
-    origin: str
-    body: bytes
-    captured_at: datetime | None = None  # aware; None when the container gives no time
-    url: str | None = None
-    source: str | None = None  # set when the container names it (ticker's own archive)
-    content_type: str | None = None
-    capture_problem: str | None = None  # why the container's capture time is unusable
+    pair: str
+    date: date
+    rate: str  # exactly as published: "0.00008", "478.77"
+    change: str | None = None  # percent as printed ("-0"); None when none is published
 
 
 @dataclass(frozen=True, slots=True)
-class Point:
-    """One day of a pair's daily series, as stored."""
+class Record:
+    """What one page or response adds to the store: a capture row and its observations
+    (stored only when it is ok or partial, and dated)."""
 
+    page_key: str  # identifies one load: source, content, capture time, date, reader
+    source: str
+    origin: str  # file path, path#record, or URL
+    url: str | None
+    captured_at: datetime | None
+    content_hash: str
+    outcome: str
+    header_date: date | None  # the date the page itself prints
+    quote_date: date | None  # the date its observations were stored under (one page)
+    date_basis: str | None  # header, capture, given; record: each observation its own
+    parser_version: int
+    copies: int
+    detail: str | None
+    observations: tuple[Observation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One fetch of one source and what came of it."""
+
+    id: str  # a UUID made by ticker, so a late (spooled) record is never doubled
+    source: str
+    url: str
+    started_at: datetime  # aware; also the capture time of the page
+    duration: float  # seconds
+    outcome: str
+    http_status: int | None = None
+    nbytes: int = 0
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    final_url: str | None = None
+    archive_path: str | None = None
+    capture_id: int | None = None
+    new: int = 0
+    already: int = 0
+    revised: int = 0
+
+    @property
+    def success(self) -> bool:
+        return self.outcome in SUCCESS_OUTCOMES
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """One day of a pair's daily series: the latest capture's values, as printed."""
+
+    source: str
+    pair: str
     date: date
-    rate: Decimal  # US dollars per one unit of the base currency
-    rate_text: str
-    change: Decimal  # the day's change in percent, as printed
-    change_text: str
+    rate: str  # as printed: "0.00199"
+    change: str | None  # as printed: "-0"; None where the source publishes no change
+
+    @property
+    def rate_value(self) -> Decimal:
+        return Decimal(self.rate)
+
+    @property
+    def change_value(self) -> Decimal | None:
+        return None if self.change is None else Decimal(self.change)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row of an export and of `--json` output."""
+        return {
+            "source": self.source,
+            "pair": self.pair,
+            "date": self.date.isoformat(),
+            "rate": self.rate,
+            "change_pct": self.change,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,4 +207,4 @@ class Series:
 
     source: str
     pair: str
-    points: tuple[Point, ...] = field(default_factory=tuple)
+    days: tuple[Day, ...] = field(default_factory=tuple)

@@ -1,5 +1,6 @@
 """Scheduler: the daemon behind `ticker run`. APScheduler 3.x fires the jobs; the jobs
-only call the pipeline. This module and the CLI are the only places that read the clock."""
+only call the job modules (scrape, charts). This module and the CLI are the only places
+that read the clock."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ticker import pipeline
+from ticker import scrape
 from ticker.config import Config, ScheduleConfig
 from ticker.errors import TickerError
 
@@ -114,7 +115,7 @@ class Daemon:
     def __init__(self, config: Config, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.state = pipeline.ScrapeState()
+        self.state = scrape.ScrapeState()
         self.session: requests.Session | None = None
         self.idle = threading.Event()  # clear while a job runs
         self.idle.set()
@@ -127,7 +128,7 @@ class Daemon:
         self._guarded("chart", lambda: self._charts("schedule"))
 
     def close(self) -> None:
-        pipeline.release_unkept(self.config, self.state)
+        scrape.release_unkept(self.config, self.state)
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -154,12 +155,12 @@ class Daemon:
             from ticker.fetch import make_session
 
             self.session = make_session(self.config.http)
-        attempts = pipeline.scrape(
+        attempts = scrape.scrape(
             self.config, self.clock(), session=self.session, state=self.state, stop=self.stopping
         )
         for a in attempts:
             level = logging.INFO if a.success else logging.WARNING
-            log.log(level, "scrape %s", pipeline.describe_attempt(a))
+            log.log(level, "scrape %s", scrape.describe_attempt(a))
         if any(a.new or a.revised for a in attempts):
             try:
                 self._charts("new data")
@@ -171,12 +172,14 @@ class Daemon:
 
     def _charts(self, reason: str) -> None:
         t0 = time.monotonic()
-        result = pipeline.render_charts(self.config, now=self.clock())
+        from ticker.charts import draw_charts
+
+        result = draw_charts(self.config, now=self.clock())
         log.info("charts (%s): %s, %.2f s", reason, _chart_summary(result), time.monotonic() - t0)
 
 
 def _chart_summary(result: Any) -> str:
-    """'2 written, 4 unchanged, 0 skipped' from what render_charts returns."""
+    """'2 written, 4 unchanged, 0 skipped' from what draw_charts returns."""
     report = getattr(result, "report", result)
     if result is not None and report is None:
         return "no data to draw yet"

@@ -71,7 +71,8 @@ def generate(root: Path, files: int, per_date: int, seed: int = 7) -> int:
     """Write the dumps under root (FILES_PER_DIR per subdirectory); returns total bytes."""
     rng = random.Random(seed)
     pool = paragraphs(rng, 400)
-    start = date(2014, 1, 1)
+    # The dates end before today: a page dated in the future is refused.
+    start = date(2025, 12, 31) - timedelta(days=files // per_date)
     total = 0
     quotes: list[tuple[str, str, str]] = []
     day = start

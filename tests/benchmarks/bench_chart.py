@@ -1,11 +1,11 @@
-"""Benchmark of the chart stage: render_charts against a bare matplotlib script.
+"""Benchmark of the chart stage: write_charts against a bare matplotlib script.
 
-Five pairs x ten years of daily data. Times render_charts (five pair charts and the
+Five pairs x ten years of daily data. Times write_charts (five pair charts and the
 overview, into an empty directory) and a bare matplotlib script that plots the same five
 series into one PNG, alternating the two in the same run, and prints the medians and their
 ratio (target <= 2.5). Wall time is the figure that counts; process CPU time (all threads)
 is printed beside it because it barely moves when other work shares the machine. For scale
-it also times the bare script writing six PNGs, one per chart that render_charts writes.
+it also times the bare script writing six PNGs, one per chart that write_charts writes.
 
     .venv/bin/python tests/benchmarks/bench_chart.py [--runs 5]
 """
@@ -19,14 +19,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ticker.chart import DPI, FIGSIZE, render_charts  # noqa: E402
-from ticker.models import Point, Series  # noqa: E402
+from ticker.charts.data import DPI, FIGSIZE  # noqa: E402
+from ticker.charts.files import write_charts  # noqa: E402
+from ticker.models import Day, Observation, Record, Series  # noqa: E402
 
 TARGET_RATIO = 2.5
 START = date(2015, 1, 1)
@@ -39,7 +40,7 @@ def make_series(base: str, seed: int = 0) -> Series:
     """A random walk printed like the site: USD per unit with 5 decimals, change in %."""
     rng = random.Random(f"{base}-{seed}")
     level = PER_USD[base]
-    points: list[Point] = []
+    points: list[Day] = []
     prev: Decimal | None = None
     for i in range(DAYS):
         level *= 1 + rng.gauss(0, VOLATILITY[base])
@@ -52,13 +53,13 @@ def make_series(base: str, seed: int = 0) -> Series:
         change_text = f"{change:.2f}".rstrip("0").rstrip(".")
         prev = rate
         day = START + timedelta(days=i)
-        points.append(Point(day, rate, rate_text, Decimal(change_text), change_text))
+        points.append(Day("timesca", f"{base}/USD", day, rate_text, change_text))
     return Series("timesca", f"{base}/USD", tuple(points))
 
 
 def render(series: list[Series], out: Path) -> None:
     """The chart stage: five pair charts and the overview."""
-    report = render_charts(series, out)
+    report = write_charts(series, out)
     assert len(report.written) == len(series) + 1, report
 
 
@@ -120,18 +121,18 @@ def command_level(series: list[Series], runs: int) -> None:
     CSV export, each a fresh process (start-up and imports included)."""
     import subprocess
 
-    from ticker.store import PageRecord, Quote, Store
+    from ticker.store import Store
+    from ticker.store.write import write_records
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "config.toml").write_text('[store]\npath = "t.duckdb"\n')
-        by_day: dict[date, list[Quote]] = {}
+        by_day: dict[date, list[Observation]] = {}
         for s in series:
-            base = s.pair.split("/")[0]
-            for p in s.points:
-                by_day.setdefault(p.date, []).append(Quote(base, "USD", p.rate_text, p.change_text))
+            for p in s.days:
+                by_day.setdefault(p.date, []).append(Observation(s.pair, p.date, p.rate, p.change))
         pages = [
-            PageRecord(
+            Record(
                 f"k{d}",
                 "timesca",
                 f"gen/{d}",
@@ -150,7 +151,7 @@ def command_level(series: list[Series], runs: int) -> None:
             for d, qs in sorted(by_day.items())
         ]
         with Store.open(root / "t.duckdb") as store:
-            store.write_pages(pages)
+            write_records(store, pages, datetime.now(UTC))
         cmd = [sys.executable, "-m", "ticker", "--config", str(root / "config.toml")]
         subprocess.run(
             [*cmd, "export", "--out", str(root / "all.csv")], check=True, capture_output=True
@@ -201,7 +202,7 @@ def main() -> int:
         f"data: {len(series)} pairs x 10 years, {points} points ({time.perf_counter() - t0:.2f} s)"
     )
     jobs = {
-        "render_charts, 6 PNGs": render,
+        "write_charts, 6 PNGs": render,
         "bare matplotlib, 1 PNG": bare,
         "bare matplotlib, 6 PNGs (scale)": bare_six,
     }
@@ -218,15 +219,15 @@ def main() -> int:
         medians[name] = (wall, cpu)
         each = " ".join(f"{r[0]:.3f}" for r in runs)
         print(f"{name:33s} median wall {wall:.3f} s, cpu {cpu:.3f} s  (wall runs: {each})")
-    render_wall, render_cpu = medians["render_charts, 6 PNGs"]
+    render_wall, render_cpu = medians["write_charts, 6 PNGs"]
     bare_wall, bare_cpu = medians["bare matplotlib, 1 PNG"]
     ratio = render_wall / bare_wall
     verdict = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
-    print(f"ratio render_charts / bare (1 PNG): wall {ratio:.2f}, cpu {render_cpu / bare_cpu:.2f}")
+    print(f"ratio write_charts / bare (1 PNG): wall {ratio:.2f}, cpu {render_cpu / bare_cpu:.2f}")
     print(f"  target <= {TARGET_RATIO}: {verdict}")
     six_wall, six_cpu = medians["bare matplotlib, 6 PNGs (scale)"]
     print(
-        f"ratio per PNG, render_charts / bare (6 PNGs each): wall {render_wall / six_wall:.2f}, "
+        f"ratio per PNG, write_charts / bare (6 PNGs each): wall {render_wall / six_wall:.2f}, "
         f"cpu {render_cpu / six_cpu:.2f}"
     )
     command_level(series, args.runs)

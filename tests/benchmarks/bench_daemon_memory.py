@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from servers import LocalServer, html, page, write_config  # noqa: E402
 
-from ticker import pipeline  # noqa: E402
+from ticker import status as status_job  # noqa: E402
 from ticker.config import load_config  # noqa: E402
 from ticker.scheduler import Daemon, build_scheduler  # noqa: E402
 
@@ -77,7 +77,7 @@ def main() -> None:
         gc.collect()
         with_charts = rss_mb()
         daemon.close()
-        rows = pipeline.status(config, start + timedelta(minutes=30 * args.cycles))
+        rows = status_job.status(config, start + timedelta(minutes=30 * args.cycles))
         captures = len(list(config.archive_dir.glob("*/*.warc.gz")))
 
     first, last = seen[10], seen[args.cycles]

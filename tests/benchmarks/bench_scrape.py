@@ -6,9 +6,9 @@ about 150 KB of HTML (a news home page's size; --kb to change it). Measured, eac
 median of --runs runs after a warm-up:
 
   1. bare:    requests.get(url).content (a new connection each time, as requests.get does)
-  2. daemon:  one job of `ticker run`: pipeline.scrape with the daemon's Session and state
+  2. daemon:  one job of `ticker run`: scrape.scrape with the daemon's Session and state
               (conditional-GET validators kept in memory: the database is opened once)
-  3. once:    `ticker scrape` minus the process start: pipeline.scrape with a new Session
+  3. once:    `ticker scrape` minus the process start: scrape.scrape with a new Session
               and no state (the database is opened twice: validators, then the write)
   4. stages:  fetch, archive, parse and store (open, write, record, close) one by one
 
@@ -35,12 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 from servers import LocalServer, html, page, write_config  # noqa: E402
 
-from ticker import pipeline  # noqa: E402
+from ticker import scrape as scrape_job  # noqa: E402
 from ticker.archive import archive_page  # noqa: E402
 from ticker.config import Config, load_config  # noqa: E402
 from ticker.fetch import fetch, make_session  # noqa: E402
-from ticker.models import Page  # noqa: E402
-from ticker.store import Attempt, Store  # noqa: E402
+from ticker.models import (
+    Attempt,  # noqa: E402
+    Page,  # noqa: E402
+)
+from ticker.sources.ticker import TickerReader  # noqa: E402
+from ticker.store import Store  # noqa: E402
+from ticker.store.write import record_attempts, write_records  # noqa: E402
 
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
@@ -85,12 +90,12 @@ def stages(config: Config, url: str, runs: int) -> dict[str, float]:
         )
         t2 = time.perf_counter()
         page_ = Page(url, got.body, now, url, source.name, got.content_type)
-        record = pipeline.page_record(page_, source, now=now)
+        record = TickerReader().read(page_, source, now=now)
         t3 = time.perf_counter()
         attempt = Attempt(f"bench{i}", source.name, url, now, t3 - t0, "ok")
         with Store.open(config.store_path, config.lock_timeout) as store:
-            store.write_pages([record], now=now)
-            store.record_attempts([attempt], now)
+            write_records(store, [record], now)
+            record_attempts(store, [attempt], now)
         t4 = time.perf_counter()
         if i >= 3:
             for k, a, b in (("fetch", t0, t1), ("archive", t1, t2), ("parse", t2, t3)):
@@ -114,15 +119,15 @@ def main() -> None:
         start = datetime(2025, 3, 20, tzinfo=UTC)
         clock = (start + timedelta(minutes=30 * i) for i in range(10**6))
 
-        state = pipeline.ScrapeState()
+        state = scrape_job.ScrapeState()
         session = make_session(config.http)
 
         def daemon_cycle() -> None:
-            [a] = pipeline.scrape(config, next(clock), session=session, state=state)
+            [a] = scrape_job.scrape(config, next(clock), session=session, state=state)
             assert a.outcome == "ok", a.error
 
         def one_shot() -> None:
-            [a] = pipeline.scrape(config, next(clock))
+            [a] = scrape_job.scrape(config, next(clock))
             assert a.outcome == "ok", a.error
 
         def bare() -> None:

@@ -1,14 +1,25 @@
-"""Parse stage: page text in, a Reading out. One pure function for every kind of input."""
+"""The page-header ticker of a news site: pages (HTML or text) in, a Record of the day's
+quotes out.
+
+`parse_text` reads the ticker block at the top of a page's text and the date line after
+it: a plain function of its text. `TickerReader.read` decodes a page, parses it, keeps
+the configured pairs and decides the date the quotes are stored under.
+"""
 
 from __future__ import annotations
 
-import codecs
-import email.message
 import re
 from collections import Counter
-from datetime import date
+from datetime import date, datetime
+from typing import TYPE_CHECKING, ClassVar
 
-from ticker.models import Outcome, Quote, Reading
+from ticker.config import PAIR_RE
+from ticker.models import Observation, Outcome, Page, Quote, Reading, Record, bounded_detail
+from ticker.sources.base import capture_time, content_hash, page_key, too_late
+from ticker.text import page_text
+
+if TYPE_CHECKING:
+    from ticker.config import Source
 
 # Part of every page's and file's load key: bump it when a page may read differently, so
 # a re-run of backfill parses what is already loaded again.
@@ -64,12 +75,20 @@ _NOTHING = Reading(Outcome.NO_TICKER)
 # and the lines that could not be read (Reading.unreadable).
 _BlockReading = tuple[tuple[Quote, ...], tuple[str, ...], int, bool, tuple[str, ...]]
 _SHOWN_VARIANTS = 4  # versions of a pair named in a "copies disagree" problem
-# Readings of the blocks seen lately (a memo: parse_text stays a function of its text).
-_BLOCKS: dict[str | tuple[str, int, int, str], _BlockReading] = {}
-_LAST_BLOCK: list[tuple[str, _BlockReading] | None] = [None]  # the last block, its text
 
 
-def parse_text(text: str) -> Reading:
+class BlockCache:
+    """The readings of ticker blocks seen lately, kept by a caller that parses many pages
+    in a row (a backfill worker): pages of one day print the same block, and a block's
+    reading is a function of its text. parse_text reads the same with or without one."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.blocks: dict[str | tuple[str, int, int, str], _BlockReading] = {}
+        self.last: tuple[str, _BlockReading] | None = None  # the last block, its text
+
+
+def parse_text(text: str, cache: BlockCache | None = None) -> Reading:
     """Read the ticker block at the top of a page's text, and the date line after it."""
     first = None
     for candidate in _CANDIDATE_RE.finditer(text):
@@ -83,7 +102,7 @@ def parse_text(text: str) -> Reading:
     # come out the same when the text is the same up to where that block ended and the
     # block goes no further here (a match depends only on the text after the one before;
     # a block ending in an odd line is not kept, as that match looks past its end).
-    last = _LAST_BLOCK[0]
+    last = cache.last if cache is not None else None
     if last is not None and text.startswith(last[0], start):
         end = start + len(last[0])
         if _NEXT_RE.match(text, end) is None and _ODD_LINE_RE.match(text, end) is None:
@@ -121,6 +140,8 @@ def parse_text(text: str) -> Reading:
                 copies += 1
             repeats = (head, cycle_start - start, copies, end)
 
+    if cache is None:
+        return _reading(text, end, _read_lines(lines, odd))
     # Pages of one day print the same block: its lines are a function of its text, so
     # their reading is kept. The key tells that text without hashing all the copies: the
     # first line and one period of the marquee, how many more periods followed, and the
@@ -131,12 +152,12 @@ def parse_text(text: str) -> Reading:
     else:
         head, first_line, copies, after = repeats
         block = (head, first_line, copies, text[after:end])
-    known = _BLOCKS.get(block)
+    known = cache.blocks.get(block)
     if known is None:
-        if len(_BLOCKS) >= 256:
-            _BLOCKS.clear()
-        known = _BLOCKS[block] = _read_lines(lines, odd)
-    _LAST_BLOCK[0] = None if ends_odd else (text[start:end], known)
+        if len(cache.blocks) >= cache.size:
+            cache.blocks.clear()
+        known = cache.blocks[block] = _read_lines(lines, odd)
+    cache.last = None if ends_odd else (text[start:end], known)
     return _reading(text, end, known)
 
 
@@ -220,157 +241,81 @@ def _date_after(text: str, pos: int) -> tuple[date | None, str | None]:
     return None, None
 
 
-# --- bytes to text -------------------------------------------------------------------------
+class TickerReader:
+    """The ticker kind's reader: a page's quotes of the source's configured pairs, dated
+    by the page's date line, else its capture time, else the date the user gives."""
 
-_HTML_SNIFF = re.compile(
-    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"
-    rb"<(?:!doctype\s+html|html|head|body|meta|title|link|script|div|ul)\b",
-    re.I | re.S,
-)
-_HTML_SNIFF_TEXT = re.compile(_HTML_SNIFF.pattern.decode("latin-1"), re.I | re.S)
-_BLOCK_TAGS = frozenset(
-    """address article aside blockquote body br dd details div dl dt fieldset figcaption figure
-    footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody
-    td tfoot th thead tr ul option title marquee""".split()
-)
-_DROP_TAGS = ("script", "style", "noscript", "template", "svg", "head")
+    kind: ClassVar[str] = "ticker"
+    version: ClassVar[int] = PARSER_VERSION
+    media_types: ClassVar[tuple[str, ...]] = ("text/html", "application/xhtml+xml", "text/plain")
 
+    def __init__(self, *, cache: bool = False) -> None:
+        self.cache = BlockCache() if cache else None
 
-# Encodings a page may declare, as Python names: the WHATWG Encoding Standard's. Other
-# codecs Python knows (utf-7, unicode_escape, rot13) are no page encodings.
-_WEB_ENCODINGS = frozenset(
-    """utf-8 utf-16 utf-16-le utf-16-be cp866 iso8859-2 iso8859-3 iso8859-4 iso8859-5
-    iso8859-6 iso8859-7 iso8859-8 iso8859-10 iso8859-13 iso8859-14 iso8859-15 iso8859-16
-    koi8-r koi8-u mac-roman mac-cyrillic cp874 cp1250 cp1251 cp1252 cp1253 cp1254 cp1255
-    cp1256 cp1257 cp1258 gbk gb18030 big5 euc_jp iso2022_jp shift_jis euc_kr""".split()
-)
-# WHATWG reads these labels as other encodings: latin-1 and ASCII pages are windows-1252
-# (whose 0x80-0x9f hold the ticker's bullet "\u2022", dashes and quotes), and so on.
-_WEB_ALIASES = {
-    "iso8859-1": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-9": "cp1254",
-    "iso8859-11": "cp874",
-    "tis-620": "cp874",
-    "gb2312": "gbk",
-    "windows-874": "cp874",
-    "x-mac-cyrillic": "mac-cyrillic",
-}
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-# <meta charset="x"> and <meta http-equiv="Content-Type" content="text/html; charset=x">
-_META_CHARSET = re.compile(rb"<meta\s[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
-_META_SCAN = 64 * 1024  # where a <meta charset> may be: the head, not the whole page
-
-
-def web_encoding(label: str | None) -> str | None:
-    """The Python codec of an encoding label a page or server declares, or None when it
-    names no page encoding."""
-    if not label:
-        return None
-    label = label.strip().strip("\"'").lower()[:40]
-    try:
-        name = _WEB_ALIASES.get(label) or codecs.lookup(label).name
-    except LookupError:
-        return None
-    name = _WEB_ALIASES.get(name, name)
-    return name if name in _WEB_ENCODINGS else None
-
-
-def _http_charset(content_type: str | None) -> str | None:
-    if not content_type:
-        return None
-    header = email.message.Message()
-    header["content-type"] = content_type
-    return web_encoding(header.get_content_charset())
-
-
-def page_encoding(body: bytes, content_type: str | None = None) -> tuple[str | None, int]:
-    """The encoding a page declares, as the WHATWG Encoding Standard reads it, and the
-    length of its byte-order mark: the byte-order mark wins; then the charset of the HTTP
-    Content-Type; then a <meta charset>. None when the page declares none."""
-    for bom, codec in _BOMS:
-        if body.startswith(bom):
-            return codec, len(bom)
-    declared = _http_charset(content_type)
-    if declared is None:
-        meta = _META_CHARSET.search(body, 0, _META_SCAN)
-        declared = web_encoding(meta.group(1).decode("ascii")) if meta else None
-        if declared is not None and declared.startswith("utf-16"):
-            declared = "utf-8"  # a <meta> readable as ASCII is not in UTF-16 (WHATWG)
-    return declared, 0
-
-
-def looks_like_html(body: bytes | str, content_type: str | None = None) -> bool:
-    if content_type:
-        return "html" in content_type.lower()
-    if isinstance(body, str):
-        return _HTML_SNIFF_TEXT.match(body[:2048]) is not None
-    return _HTML_SNIFF.match(body[:2048]) is not None
-
-
-def decode(body: bytes, content_type: str | None = None) -> str:
-    """Bytes to str in the encoding the page declares (page_encoding); else UTF-8 when the
-    bytes are valid UTF-8, else windows-1252 (as browsers read an undeclared page). Bytes
-    not valid in the encoding become U+FFFD: the ASCII ticker of a page declared wrongly
-    survives."""
-    codec, bom = page_encoding(body, content_type)
-    if codec is not None:
-        return body[bom:].decode(codec, errors="replace")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body.decode("cp1252", errors="replace")
-
-
-def html_to_text(body: bytes | str, content_type: str | None = None) -> str:
-    """Render HTML to text the way a browser's 'save as text' would: blocks on lines.
-    Bytes are decoded first (decode: the byte-order mark, the HTTP charset, the <meta
-    charset>, then UTF-8 or windows-1252).
-
-    The tree is only read, never modified, so odd characters in a page cannot upset lxml.
-    """
-    import lxml.etree
-    import lxml.html
-
-    text = body if isinstance(body, str) else decode(body, content_type)
-    if not text.strip():
-        return ""
-    # libxml2 gets UTF-8 and is told so: it then ignores the page's own <meta charset>,
-    # which decode has already honoured (or overruled, for a BOM or an HTTP charset).
-    data = text.encode("utf-8", errors="replace")
-    # huge_tree: libxml2 otherwise stops at ~256 nested elements and drops the rest.
-    parser = lxml.html.HTMLParser(
-        huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8"
-    )
-    try:
-        root = lxml.html.document_fromstring(data, parser=parser)
-    except (lxml.etree.ParserError, ValueError):
-        return ""
-    out: list[str] = []
-    walker = lxml.etree.iterwalk(root, events=("start", "end"))
-    for event, el in walker:
-        tag = el.tag
-        name = tag.lower() if isinstance(tag, str) else ""
-        if event == "start":
-            if name in _DROP_TAGS:
-                walker.skip_subtree()
-                continue
-            if name in _BLOCK_TAGS:
-                out.append("\n")
-            if el.text and name:
-                out.append(el.text)
-        else:
-            if name in _BLOCK_TAGS:
-                out.append("\n")
-            if el.tail:
-                out.append(el.tail)
-    return "".join(out)
-
-
-def page_text(body: bytes, content_type: str | None = None) -> str:
-    """The text the parser reads: decoded, and through an HTML parser when it is HTML
-    (by its Content-Type, else by how it starts once decoded: UTF-16 HTML too)."""
-    text = decode(body, content_type)
-    if looks_like_html(text, content_type):
-        return html_to_text(text)
-    return text
+    def read(
+        self, page: Page, source: Source, *, now: datetime, given_date: date | None = None
+    ) -> Record:
+        """Parse one page and decide the date its quotes are stored under. A date that
+        cannot be right (more than a day after the capture time, after today for a page
+        without one, or a capture time that is no usable time) stores nothing: outcome
+        bad_date."""
+        digest = content_hash(page.body)
+        reading = parse_text(page_text(page.body, page.content_type), self.cache)
+        problems = list(reading.problems)
+        quotes = []
+        for q in reading.quotes:
+            if q.pair in source.pairs:
+                quotes.append(q)
+            elif PAIR_RE.match(q.pair):
+                problems.append(f"{q.pair} is not a configured pair of {source.name}; ignored")
+        captured, captured_day, bad_date = capture_time(page, source, now)
+        outcome = reading.outcome.value
+        quote_date: date | None = None
+        basis: str | None = None
+        if reading.outcome in (Outcome.OK, Outcome.UNDATED) and quotes:
+            if reading.date is not None:
+                quote_date, basis = reading.date, "header"
+            elif captured_day is not None:
+                quote_date, basis = captured_day, "capture"
+            elif given_date is not None:
+                quote_date, basis = given_date, "given"
+            if bad_date is None and quote_date is not None:
+                bad_date = too_late(quote_date, basis, captured_day, source, now)
+            # Partial: a configured pair is missing and a line that could be its is
+            # unreadable (one naming it, or one whose pair cannot be made out).
+            missing = set(source.pairs) - {q.pair for q in quotes}
+            unread = [u for u in reading.unreadable if u in missing or (u == "?" and missing)]
+            if bad_date is not None:
+                outcome, quote_date, basis = Outcome.BAD_DATE.value, None, None
+            elif quote_date is None:
+                outcome = Outcome.UNDATED.value
+            elif unread:
+                outcome = Outcome.PARTIAL.value
+            else:
+                outcome = Outcome.OK.value
+        elif reading.outcome is Outcome.OK and not quotes:
+            outcome = Outcome.NO_TICKER.value
+            problems.append(f"no configured pair of {source.name} in the ticker")
+        if bad_date is not None:
+            problems.insert(0, bad_date)
+        observations = (
+            tuple(Observation(q.pair, quote_date, q.rate, q.change) for q in quotes)
+            if quote_date
+            else ()
+        )
+        return Record(
+            page_key=page_key(source.name, digest, page.captured_at, quote_date, self.version),
+            source=source.name,
+            origin=page.origin,
+            url=page.url,
+            captured_at=captured,
+            content_hash=digest,
+            outcome=outcome,
+            header_date=reading.date,
+            quote_date=quote_date,
+            date_basis=basis,
+            parser_version=self.version,
+            copies=reading.copies,
+            detail=bounded_detail(problems),
+            observations=observations,
+        )
