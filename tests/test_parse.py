@@ -18,15 +18,13 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ticker.models import Outcome, Quote, Reading
-from ticker.sources.ticker import parse_text
+from ticker.sources.ticker import BlockCache, parse_text
 from ticker.text import page_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
 TEXT_FILES = sorted((FIXTURES / "dumps").glob("*.txt"))
 HTML_FILES = sorted((FIXTURES / "html").glob("*.html"))
-SHARED_DUMPS = Path("/work/shared/dumps")
-
 PAIRS = ("KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD")
 MONTHS = (
     "January February March April May June July August September October November December"
@@ -182,27 +180,6 @@ def test_html_fixture(name, content_type):
 )
 def test_fixture_copies(name):
     assert parse_fixture(name).copies == 8
-
-
-@pytest.mark.skipif(not SHARED_DUMPS.is_dir(), reason="the shared dumps are not on this machine")
-@pytest.mark.parametrize(
-    ("shared", "fixture"),
-    [
-        ("000_f832642da346dcca.txt", "tca_2025-03-20.txt"),
-        ("001_cbb5e5758edf1e59.txt", "tca_2025-12-09.txt"),
-        ("002_e608896a7cc39821.txt", "no_ticker_analysis.txt"),
-        ("003_aed2b166f8a15191.txt", "no_ticker_home.txt"),
-        ("004_e6c61b2ab13a6012.txt", "no_ticker_issn.txt"),
-    ],
-)
-def test_fixture_reads_like_the_real_dump(shared, fixture):
-    real_text = (SHARED_DUMPS / shared).read_text(encoding="utf-8")
-    real = parse_text(real_text)
-    assert real == parse_fixture(fixture)
-    if real.quotes:  # the header lines were copied exactly
-        n = 42 if fixture == "tca_2025-03-20.txt" else 41
-        head = real_text.split("\n")[:n]
-        assert read_text_fixture(fixture).split("\n")[:n] == head
 
 
 # --- the rules, one by one ------------------------------------------------------------------
@@ -923,3 +900,37 @@ def test_date_line_right_after_the_block(line: str, expected: date | None) -> No
     reading = parse_text(f"  • KGS/USD = 0.01164 0.87%\n  • KZT/USD = 0.00199 -0%\n{line}\n")
     assert reading.date == expected
     assert reading.outcome == (Outcome.OK if expected else Outcome.UNDATED)
+
+
+# --- the block cache a caller may keep -----------------------------------------------------
+
+
+@st.composite
+def page_runs(draw):
+    """Pages one after another as a backfill meets them: a few tickers, each printed by
+    several pages (other date lines, articles, copies), some with an odd line after the
+    block or a block that goes on with another ticker's lines."""
+    pool = draw(st.lists(tickers(), min_size=1, max_size=3))
+    pages = []
+    for _ in range(draw(st.integers(1, 12))):
+        rows, copies, day = draw(st.sampled_from(pool))
+        text = block(rows, draw(st.sampled_from([copies, copies + 1])))
+        odd = draw(st.sampled_from(["", "  • ../USD = 0.1 1%", "  • KZT/USD = 0.5 1%"]))
+        text += odd + (draw(st.sampled_from(["\n", "x\n"])) if odd else "")
+        when = draw(st.none() | st.dates(date(2020, 1, 1), date(2026, 1, 1)))
+        text += f"{when.day:02d} {MONTHS[when.month - 1]} {when.year}\n" if when else ""
+        pages.append(text + draw(filler))
+    return pages
+
+
+ODD_THEN = "  • KZT/USD = 0.00199 -0%\n" * 3 + "  • ../USD = 0.1 1%"
+
+
+@PROPS
+@given(page_runs())
+@example([ODD_THEN + "\n20 March 2025\n", ODD_THEN + "x\n20 March 2025\n"])
+@example([ODD_THEN + "x\n", ODD_THEN + "\n"])
+def test_a_block_cache_never_changes_a_reading(pages):
+    """Readings with a cache kept over a run of pages are the readings without one."""
+    cache = BlockCache(size=2)  # small: its clearing is exercised too
+    assert [parse_text(text, cache) for text in pages] == [parse_text(text) for text in pages]
