@@ -138,7 +138,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise ArchiveError(path, f"cannot write the page archive ({exc.strerror or exc})") from None
+        raise ArchiveError(path, f"cannot write the page archive ({exc.strerror or exc})") from exc
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -608,7 +608,7 @@ class _Stdout:
         try:
             return self.stream.write(text)
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise self._failed(exc) from exc
 
     def flush(self) -> None:
         if self.stream is None:
@@ -616,7 +616,7 @@ class _Stdout:
         try:
             self.stream.flush()
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise self._failed(exc) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)

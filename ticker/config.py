@@ -136,11 +136,11 @@ def load_config(path: Path | str | None = None) -> Config:
     try:
         raw = tomllib.loads(_decode(cfg_path, data))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(cfg_path, f"not valid TOML: {exc}") from None
-    except ValueError:  # an integer of thousands of digits: over int's digit limit
+        raise ConfigError(cfg_path, f"not valid TOML: {exc}") from exc
+    except ValueError as exc:  # an integer of thousands of digits: over int's digit limit
         raise ConfigError(
             cfg_path, f"not valid TOML: a number of over {sys.get_int_max_str_digits()} digits"
-        ) from None
+        ) from exc
     return _build(raw, cfg_path, base=cfg_path.resolve().parent, found=True)
 
 
@@ -159,27 +159,27 @@ def _read_file(path: Path, explicit: bool) -> bytes | None:
     and a device never end. O_NONBLOCK keeps the open of a pipe from waiting."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if os.path.islink(path):
             target = os.readlink(path)
             raise ConfigError(
                 path, f"a symlink to {target}, which does not exist", "fix or remove the link"
-            ) from None
+            ) from exc
         if not explicit:
             return None
         raise ConfigError(
             path,
             "config file not found",
             "check the path given by --config or TICKER_CONFIG, or copy config.toml there",
-        ) from None
+        ) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ConfigError(
                 path,
                 "a symlink loop, its links never reach a file",
                 "point the link, or --config, at the real config file",
-            ) from None
-        raise ConfigError(path, f"cannot be read: {exc.strerror}") from None
+            ) from exc
+        raise ConfigError(path, f"cannot be read: {exc.strerror}") from exc
     try:
         mode = os.fstat(fd).st_mode
         for test, kind in _FILE_KINDS:
@@ -190,7 +190,7 @@ def _read_file(path: Path, explicit: bool) -> bytes | None:
         with open(fd, "rb", closefd=False) as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(path, f"cannot be read: {exc.strerror}") from None
+        raise ConfigError(path, f"cannot be read: {exc.strerror}") from exc
     finally:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
@@ -231,7 +231,7 @@ def _decode(path: Path, data: bytes) -> str:
             path,
             f"not UTF-8: byte 0x{data[at]:02x} at offset {at}, line {line}, column {column}",
             "save it as UTF-8",
-        ) from None
+        ) from exc
 
 
 class _Reader:
@@ -372,8 +372,8 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
     timezone = r.get("timezone", str, "Asia/Almaty", "an IANA time zone like Asia/Almaty")
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise r._fail("timezone", "an IANA time zone like Asia/Almaty") from None
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise r._fail("timezone", "an IANA time zone like Asia/Almaty") from exc
     pairs = r.get("pairs", list, list(DEFAULT_PAIRS), 'a list like ["KZT/USD", "UZS/USD"]')
     if not pairs or not all(isinstance(p, str) and PAIR_RE.match(p) for p in pairs):
         raise r._fail("pairs", 'a non-empty list of pairs like "KZT/USD"')

@@ -89,7 +89,7 @@ def read_pages(path: Path | str) -> Iterator[Page]:
         flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         fd = os.open(path, flags)
     except OSError as exc:
-        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
+        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from exc
     try:
         # A page is read whole with one read sized by fstat, without a file object: a
         # backfill reads tens of thousands (read(MAX_PAGE_BYTES + 1) would allocate 20 MB).
@@ -116,7 +116,7 @@ def read_pages(path: Path | str) -> Iterator[Page]:
                 else:  # it grew, or fstat does not know its size
                     body = _read_upto(fh, MAX_PAGE_BYTES + 1)
     except OSError as exc:
-        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from None
+        raise InputError(origin, f"cannot be read: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
     yield Page(origin=origin, body=_check_body(body, origin))
@@ -147,10 +147,10 @@ def _gunzip(fh: IO[bytes], origin: str, limit: int = MAX_PAGE_BYTES + 1) -> byte
     try:
         with gzip.GzipFile(fileobj=fh) as gz:
             return _read_upto(gz, limit)
-    except EOFError:
-        raise InputError(origin, "truncated gzip file (it ends before its end marker)") from None
+    except EOFError as exc:
+        raise InputError(origin, "truncated gzip file (it ends before its end marker)") from exc
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise InputError(origin, f"corrupt gzip file ({exc})") from None
+        raise InputError(origin, f"corrupt gzip file ({exc})") from exc
 
 
 class _HeaderCap:
@@ -260,15 +260,15 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
     except ArchiveLoadFailed as exc:
         raise InputError(
             origin, f"corrupt WARC file after {n} records ({_first_line(exc)})"
-        ) from None
+        ) from exc
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(
             origin, f"truncated or corrupt WARC file after {n} records ({exc})"
-        ) from None
+        ) from exc
     except (ValueError, IndexError, KeyError, UnicodeDecodeError, AttributeError, TypeError) as exc:
         # warcio fails on broken headers in many ways (a record cut in its headers leaves
         # no WARC-Target-URI, and it calls .startswith on None).
-        raise InputError(origin, f"malformed WARC record {n} ({_first_line(exc)})") from None
+        raise InputError(origin, f"malformed WARC record {n} ({_first_line(exc)})") from exc
 
 
 def _check_whole(record: Any, where: str) -> None:

@@ -53,7 +53,7 @@ def _write_parquet(store: Store, out: Path) -> int:
     try:
         scratch_dir = tempfile.TemporaryDirectory(prefix="ticker-export-")
     except OSError as exc:
-        raise output_error(tempfile.gettempdir(), exc) from None
+        raise output_error(tempfile.gettempdir(), exc) from exc
     with scratch_dir as scratch:
         tmp = Path(scratch) / "export.parquet"
         try:
@@ -61,7 +61,7 @@ def _write_parquet(store: Store, out: Path) -> int:
         except duckdb.IOException as exc:
             raise OutputError(
                 scratch, f"cannot write the Parquet file: {exc}", "set TMPDIR to a roomier place"
-            ) from None
+            ) from exc
         with tmp.open("rb") as src:
             write_file(out, lambda fh: shutil.copyfileobj(src, fh))
     return count

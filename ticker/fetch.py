@@ -346,9 +346,9 @@ def fetch(
     with Deadline(http.deadline) as deadline:
         try:
             resp = _get(session, url, http, headers, deadline)
-        except FetchError:
+        except FetchError as exc:
             if deadline.passed():
-                raise _past_deadline(url, http, "no response headers yet") from None
+                raise _past_deadline(url, http, "no response headers yet") from exc
             raise
         with resp:
             try:
@@ -356,7 +356,7 @@ def fetch(
             except FetchError as exc:
                 if deadline.passed():
                     where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
-                    raise _past_deadline(url, http, where, exc) from None
+                    raise _past_deadline(url, http, where, exc) from exc
                 raise
 
 
@@ -379,25 +379,25 @@ def _get(
             stream=True,
             verify=session.verify if http.verify_tls else False,
         )
-    except requests.TooManyRedirects:
+    except requests.TooManyRedirects as exc:
         raise FetchError(
             url,
             Outcome.REDIRECT_LOOP,
             f"more than {MAX_REDIRECTS} redirects (a redirect loop?); "
             "check [[sources]] url in a browser",
-        ) from None
+        ) from exc
     except requests.exceptions.SSLError as exc:
         raise FetchError(
             url,
             Outcome.TLS_ERROR,
             f"TLS handshake failed ({_root(exc)}); fix the certificate or, on a trusted "
             "network only, set [http] verify_tls = false",
-        ) from None
+        ) from exc
     except requests.Timeout as exc:
-        raise _timeout(url, timeout, exc) from None
+        raise _timeout(url, timeout, exc) from exc
     except requests.ConnectionError as exc:
         if _caused_by(exc, ReadTimeoutError):
-            raise _timeout(url, timeout, exc) from None
+            raise _timeout(url, timeout, exc) from exc
         gave_up = f"after {_retries(http.retries)}"
         if deadline.refused_wait is not None:
             gave_up = (
@@ -408,9 +408,9 @@ def _get(
             url,
             Outcome.CONNECTION_ERROR,
             f"cannot connect ({_root(exc)}) {gave_up}; is the site down or [[sources]] url wrong?",
-        ) from None
+        ) from exc
     except requests.RequestException as exc:
-        raise FetchError(url, Outcome.CONNECTION_ERROR, f"request failed ({_root(exc)})") from None
+        raise FetchError(url, Outcome.CONNECTION_ERROR, f"request failed ({_root(exc)})") from exc
 
 
 def _past_deadline(
@@ -520,18 +520,18 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             f"the body was cut off {what}; nothing of it was kept, the next run tries again",
             status=status,
             nbytes=got,
-        ) from None
+        ) from exc
     except requests.ConnectionError as exc:
         if _caused_by(exc, ReadTimeoutError):
             err = _timeout(url, http.timeout, exc)
-            raise FetchError(url, err.outcome, err.reason, status=status, nbytes=n) from None
+            raise FetchError(url, err.outcome, err.reason, status=status, nbytes=n) from exc
         raise FetchError(
             url,
             Outcome.TRUNCATED,
             f"the connection broke after {n} bytes of the body ({_root(exc)})",
             status=status,
             nbytes=n,
-        ) from None
+        ) from exc
     except requests.RequestException as exc:
         raise FetchError(
             url,
@@ -539,7 +539,7 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             f"the body could not be read after {n} bytes ({_root(exc)})",
             status=status,
             nbytes=n,
-        ) from None
+        ) from exc
     return b"".join(chunks)
 
 

@@ -54,14 +54,14 @@ def check_file_place(path: Path) -> None:
     parent = path.parent
     try:
         is_dir = stat.S_ISDIR(os.stat(parent).st_mode)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise OutputError(
             path, f"directory {parent} does not exist", "create it first", exit_code=2
-        ) from None
+        ) from exc
     except NotADirectoryError:
         is_dir = False
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc
     if not is_dir:
         raise OutputError(path, f"{parent} is not a directory", exit_code=2)
 
@@ -70,16 +70,16 @@ def make_dir(path: Path) -> None:
     """Create the output directory `path` (and its parents) unless it exists."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except FileExistsError as exc:
         raise OutputError(
             path, "is a file, not a directory", "remove it or choose another directory", 2
-        ) from None
-    except NotADirectoryError:
+        ) from exc
+    except NotADirectoryError as exc:
         raise OutputError(
             path, "a part of the path is a file, not a directory", "choose another directory", 2
-        ) from None
+        ) from exc
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc
 
 
 def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -91,7 +91,7 @@ def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except FileNotFoundError:
         st = None
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc
     if st is None or stat.S_ISREG(st.st_mode):
         _replace(path, write, st)
     else:
@@ -108,7 +108,7 @@ def _replace(path: Path, write: Callable[[BinaryIO], object], old: os.stat_resul
     try:
         fd, tmp = _create_temp(path)
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc
     try:
         if old is not None:  # keep the replaced file's owner (where allowed) and mode
             with contextlib.suppress(OSError):
@@ -123,7 +123,7 @@ def _replace(path: Path, write: Callable[[BinaryIO], object], old: os.stat_resul
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise output_error(path, exc) from None
+            raise output_error(path, exc) from exc
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -156,4 +156,4 @@ def _write_through(path: Path, write: Callable[[BinaryIO], object]) -> None:
             if stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a link to a regular file
                 os.fsync(fh.fileno())
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc

@@ -69,7 +69,7 @@ class _LockWait:
                 yield st
         except StoreLockedError as exc:  # the wait of the whole job is used up
             self.left = 0.0
-            raise StoreLockedError(exc.path, self.total, exc.holder) from None
+            raise StoreLockedError(exc.path, self.total, exc.holder) from exc
 
 
 def scrape(

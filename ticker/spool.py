@@ -79,9 +79,9 @@ def read_spooled(file: Path) -> tuple[Attempt, str | None]:
     try:
         data = json.loads(file.read_bytes())
     except OSError as exc:
-        raise ValueError(f"cannot be read ({exc.strerror})") from None
+        raise ValueError(f"cannot be read ({exc.strerror})") from exc
     except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+        raise ValueError(f"not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError("not an attempt")
     why = data.pop(_WHY, None)
@@ -89,7 +89,7 @@ def read_spooled(file: Path) -> tuple[Attempt, str | None]:
         data["started_at"] = datetime.fromisoformat(data["started_at"])
         attempt = Attempt(**data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not an attempt ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"not an attempt ({type(exc).__name__}: {exc})") from exc
     text = ("id", "source", "url", "outcome")
     optional_text = ("error", "etag", "last_modified", "final_url", "archive_path")
     counts = ("nbytes", "new", "already", "revised")
