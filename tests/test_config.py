@@ -125,7 +125,18 @@ BAD = {
     "empty path": ('[store]\npath = ""\n', "store.path"),
     "NUL in a path": ('[charts]\ndir = "charts\\u0000x"\n', "charts.dir"),
     "per-source stale_after": ('[[sources]]\nstale_after = "1d"\n', "sources[0].stale_after"),
+    "unknown kind": ('[[sources]]\nkind = "rss"\n', 'sources[0].kind must be one of "ticker"'),
+    "empty label": ('[[sources]]\nlabel = " "\n', "sources[0].label"),
+    "label with a newline": ('[[sources]]\nlabel = "a\\nb"\n', "sources[0].label"),
+    "label too long": (f'[[sources]]\nlabel = "{"x" * 121}"\n', "sources[0].label"),
 }
+
+
+def test_a_source_label_defaults_to_the_host_of_its_url(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[[sources]]\nname = "b"\nurl = "https://news.example:8443/x"\n', "utf-8")
+    assert load_config(cfg).sources[0].label == "news.example"
+    assert load_config(cfg).sources[0].kind == "ticker"
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
