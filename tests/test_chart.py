@@ -485,3 +485,19 @@ def test_a_window_reaching_before_year_1_starts_there(tmp_path: Path) -> None:
     run = draw_charts(config, now=now, pairs=["KZT/USD"])
     assert (run.since, run.until) == (date(1, 1, 1), date(2025, 3, 23))
     assert run.report is not None and len(run.report.written) == 2
+
+
+def test_the_window_ends_on_today_in_the_source_time_zone(tmp_path: Path) -> None:
+    """At 20:00 UTC it is already the next day in Almaty (+05:00): that day's quotes,
+    once stored, are in the window."""
+    import dataclasses
+
+    from ticker.config import ChartsConfig, Config
+
+    config = dataclasses.replace(
+        Config(), store_path=tmp_path / "t.duckdb", charts=ChartsConfig(dir=tmp_path / "c")
+    )
+    _store_days(config.store_path, (date(2025, 3, 20), date(2025, 3, 21)))
+    evening = datetime(2025, 3, 20, 20, 0, tzinfo=UTC)  # 21 March, 01:00 in Almaty
+    run = draw_charts(config, now=evening, pairs=["KZT/USD"])
+    assert (run.since, run.until) == (date(2025, 3, 20), date(2025, 3, 21))

@@ -54,7 +54,7 @@ def draw_charts(
         first, last = read.date_span(store, source.name)
         if first is None or last is None:
             return ChartRun(since, until, None)
-        today = now.date()
+        today = now.astimezone(source.tz).date()  # the source's day, not UTC's
         end = until or min(last, today)
         # The window never starts before the first stored day: a store younger than
         # window_days is drawn from its first day, not from an empty stretch before it.
