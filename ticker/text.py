@@ -72,12 +72,12 @@ def _http_charset(content_type: str | None) -> str | None:
 def page_encoding(body: bytes, content_type: str | None = None) -> tuple[str | None, int]:
     """The encoding a page declares, as the WHATWG Encoding Standard reads it, and the
     length of its byte-order mark: the byte-order mark wins; then the charset of the HTTP
-    Content-Type; then a <meta charset>. None when the page declares none."""
+    Content-Type; then, for HTML, a <meta charset>. None when the page declares none."""
     for bom, codec in _BOMS:
         if body.startswith(bom):
             return codec, len(bom)
     declared = _http_charset(content_type)
-    if declared is None:
+    if declared is None and looks_like_html(body, content_type):  # a text dump has no <meta>
         meta = _META_CHARSET.search(body, 0, _META_SCAN)
         declared = web_encoding(meta.group(1).decode("ascii")) if meta else None
         if declared is not None and declared.startswith("utf-16"):
