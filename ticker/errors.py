@@ -79,13 +79,21 @@ class FetchError(TickerError):
     """A live fetch failed; the attempt is recorded with this outcome."""
 
     def __init__(
-        self, url: str, outcome: str, reason: str, *, status: int | None = None, nbytes: int = 0
+        self,
+        url: str,
+        outcome: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        nbytes: int = 0,
+        retry_after: float | None = None,
     ) -> None:
         self.url = url
         self.outcome = outcome
         self.reason = reason
         self.status = status  # the HTTP status, when a response arrived
         self.nbytes = nbytes  # body bytes read before giving up
+        self.retry_after = retry_after  # seconds a 429 or 503 asked to wait (Retry-After)
         super().__init__(f"{url}: {reason}")
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -215,7 +216,15 @@ _POOL_CLASSES = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 class DeadlineAdapter(HTTPAdapter):
     """requests' adapter with connections that a fetch's Deadline can cut (direct and
-    through an HTTP proxy)."""
+    through an HTTP proxy). `before_send`, when set, runs before every request it sends
+    (each redirect too): a client that paces its requests waits there."""
+
+    before_send: Callable[[], None] | None = None
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.before_send is not None:
+            self.before_send()
+        return super().send(request, *args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -284,9 +293,12 @@ def _asked_wait(response: Any) -> float | None:
         return None
 
 
-def make_session(http: HttpConfig) -> requests.Session:
+def make_session(
+    http: HttpConfig, *, before_send: Callable[[], None] | None = None
+) -> requests.Session:
     """A Session for `fetch`: its adapter retries connection errors, 429 and 5xx with
-    backoff, and its connections can be cut by the fetch's deadline."""
+    backoff, and its connections can be cut by the fetch's deadline. `before_send` runs
+    before every request the session sends (see DeadlineAdapter)."""
     retry = _Retry(
         total=http.retries,
         connect=http.retries,
@@ -302,6 +314,7 @@ def make_session(http: HttpConfig) -> requests.Session:
     )
     session = requests.Session()
     adapter = DeadlineAdapter(max_retries=retry, pool_connections=2, pool_maxsize=2)
+    adapter.before_send = before_send
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -322,11 +335,14 @@ def fetch(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
-    media_types: tuple[str, ...] = TEXT_TYPES,
+    media_types: tuple[str, ...] | None = TEXT_TYPES,
+    headers: Mapping[str, str] | None = None,
 ) -> Fetched:
     """GET one page. Returns a 200 with its whole body or a 304; raises FetchError with
     the outcome (timeout, http_error, too_large, ...) and a message naming the URL. A
-    body whose Content-Type is not one of `media_types` (the reader's) is not read.
+    body whose Content-Type is not one of `media_types` (the reader's) is not read;
+    `media_types=None` takes any body, binary too (a byte range of a WARC file).
+    `headers` are sent besides ticker's own; with a Range header a 206 is taken as well.
 
     The whole fetch (connect, TLS, status line and headers, body, every retry and every
     wait between them) ends within [http] deadline seconds, whatever the server does.
@@ -336,23 +352,26 @@ def fetch(
         raise TypeError("fetch needs a session from make_session (a DeadlineAdapter)")
     if not http.verify_tls:
         log.warning("%s: TLS certificate NOT verified ([http] verify_tls = false)", url)
-    headers = {}
-    if media_types != TEXT_TYPES:
-        headers["Accept"] = ", ".join(media_types)
+    sent = dict(headers or {})
+    if media_types is None:
+        sent.setdefault("Accept", "*/*")
+    elif media_types != TEXT_TYPES:
+        sent["Accept"] = ", ".join(media_types)
     if etag:
-        headers["If-None-Match"] = etag
+        sent["If-None-Match"] = etag
     if last_modified:
-        headers["If-Modified-Since"] = last_modified
+        sent["If-Modified-Since"] = last_modified
+    ranged = any(k.lower() == "range" for k in sent)
     with Deadline(http.deadline) as deadline:
         try:
-            resp = _get(session, url, http, headers, deadline)
+            resp = _get(session, url, http, sent, deadline)
         except FetchError as exc:
             if deadline.passed():
                 raise _past_deadline(url, http, "no response headers yet") from exc
             raise
         with resp:
             try:
-                return _read(resp, url, http, media_types)
+                return _read(resp, url, http, media_types, ranged)
             except FetchError as exc:
                 if deadline.passed():
                     where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
@@ -435,14 +454,20 @@ def _past_deadline(
 
 
 def _read(
-    resp: requests.Response, url: str, http: HttpConfig, media_types: tuple[str, ...]
+    resp: requests.Response,
+    url: str,
+    http: HttpConfig,
+    media_types: tuple[str, ...] | None,
+    ranged: bool = False,
 ) -> Fetched:
     status = resp.status_code
     raw = resp.raw
     retries = len(getattr(getattr(raw, "retries", None), "history", ()) or ())
     ctype = resp.headers.get("Content-Type")
-    if status != 200 and status != 304:
-        raise FetchError(url, Outcome.HTTP_ERROR, _status_text(resp, retries, http), status=status)
+    if status != 200 and status != 304 and not (status == 206 and ranged):
+        text = _status_text(resp, retries, http)
+        _drain_small(resp)
+        raise FetchError(url, Outcome.HTTP_ERROR, text, status=status, retry_after=_asked_wait(raw))
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > http.max_bytes:
         raise FetchError(
@@ -452,7 +477,12 @@ def _read(
             f"{http.max_bytes}; not read (raise max_bytes if the page really is this big)",
             status=status,
         )
-    if status == 200 and ctype and not ctype.lower().lstrip().startswith(media_types):
+    if (
+        status == 200
+        and ctype
+        and media_types is not None
+        and not ctype.lower().lstrip().startswith(media_types)
+    ):
         wanted = "an HTML page" if media_types == TEXT_TYPES else " or ".join(media_types)
         raise FetchError(
             url,
@@ -460,13 +490,13 @@ def _read(
             f"the server sent {ctype.split(';')[0].strip()!r}, not {wanted}; not read",
             status=status,
         )
-    body = _body(resp, url, http, status) if status == 200 else b""
+    body = _body(resp, url, http, status) if status != 304 else b""
     deadline = _DEADLINE.get()
     if deadline is not None and deadline.expired.is_set():
         # The deadline's shutdown can end a body that runs to the close of the
         # connection as if it were whole: what arrived is not the page.
         raise FetchError(url, Outcome.TIMEOUT, "", status=status, nbytes=len(body))
-    if status == 200 and _binary(body):
+    if status == 200 and media_types is not None and _binary(body):
         raise FetchError(
             url,
             Outcome.NOT_HTML,
@@ -541,6 +571,18 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             nbytes=n,
         ) from exc
     return b"".join(chunks)
+
+
+def _drain_small(resp: requests.Response) -> None:
+    """Read the short body of an error answer, so that its connection serves the next
+    request instead of being closed (a client that paces itself keeps one connection).
+    A body that is long, or of unknown length, is not waited for."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= 64 * 1024:
+        try:
+            resp.raw.drain_conn()
+        except Exception:  # only the kept connection is lost
+            log.debug("could not read the body of %s", resp.url, exc_info=True)
 
 
 def _binary(body: bytes) -> bool:
