@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,9 +44,11 @@ def warc_bytes(
     body: bytes,
     record_id: str,
     filename: str,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> bytes:
     """A gzipped WARC: a warcinfo record, then the response record (each its own gzip
-    member), with WARC-Date = the capture time and WARC-Ticker-Source = the source."""
+    member), with WARC-Date = the capture time and WARC-Ticker-Source = the source.
+    `extra_headers` are added to the response record (where a capture came from)."""
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
@@ -76,6 +78,7 @@ def warc_bytes(
             "WARC-Date": date,
             "WARC-Record-ID": f"<urn:uuid:{uuid.UUID(hex=record_id)}>",
             SOURCE_HEADER: source,
+            **(extra_headers or {}),
         },
     )
     writer.write_record(record)
@@ -94,8 +97,12 @@ def archive_page(
     headers: Sequence[tuple[str, str]],
     body: bytes,
     record_id: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    sync_dir: bool = True,
 ) -> Path:
-    """Write one capture to the archive, durably; return its path. Raises ArchiveError."""
+    """Write one capture to the archive, durably; return its path. Raises ArchiveError.
+    With `sync_dir=False` the file is whole on disk but its name is durable only after
+    `sync_names` (a caller writing many files syncs each directory once)."""
     record_id = record_id or uuid.uuid4().hex
     path = archive_path(directory, source, captured_at, record_id)
     data = warc_bytes(
@@ -109,19 +116,22 @@ def archive_page(
         body=body,
         record_id=record_id,
         filename=path.name,
+        extra_headers=extra_headers,
     )
-    write_atomic(path, data)
+    write_atomic(path, data, sync_dir=sync_dir)
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory."""
+def write_atomic(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory (unless
+    `sync_dir` is False: then `sync_names` does it later)."""
     day = path.parent
     tmp = day / f".{path.name}.{os.getpid()}{_TMP_SUFFIX}"
     try:
         if not day.is_dir():
             day.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(day.parent)
+            if sync_dir:
+                _fsync_dir(day.parent)
         _remove_stale_temps(day)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -132,13 +142,28 @@ def write_atomic(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(day)
+        if sync_dir:
+            _fsync_dir(day)
     except OSError as exc:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
         raise ArchiveError(path, f"cannot write the page archive ({exc.strerror or exc})") from exc
+
+
+def sync_names(paths: Iterable[Path]) -> None:
+    """Make the names of files written with `sync_dir=False` durable: each directory
+    holding them, and the one above (where a new day directory was made), is synced
+    once. Raises ArchiveError."""
+    days = {path.parent for path in paths}
+    for directory in [*sorted(days), *sorted({day.parent for day in days})]:
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise ArchiveError(
+                directory, f"cannot sync the page archive ({exc.strerror or exc})"
+            ) from exc
 
 
 def _fsync_dir(directory: Path) -> None:
