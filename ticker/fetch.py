@@ -6,6 +6,8 @@ through `fetch` with a session from `make_session`."""
 from __future__ import annotations
 
 import contextvars
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -76,9 +78,9 @@ class Fetched:
 
 class Deadline:
     """The time one fetch may take, retries and waits included, enforced: when it passes,
-    a timer shuts down every socket the fetch uses, so a read blocked in any phase (TLS
-    handshake, status line, headers, body) returns at once, however slowly the server
-    trickles. The connection classes of `make_session` hand it their sockets from connect
+    a watchdog thread shuts down every socket the fetch uses, so a read blocked in any
+    phase (TLS handshake, status line, headers, body) returns at once, however slowly the
+    server trickles. The connection classes of `make_session` hand it their sockets from connect
     on; a retry whose wait would end past it is not made (see `_Retry`)."""
 
     def __init__(self, seconds: float) -> None:
@@ -90,13 +92,12 @@ class Deadline:
         self.refused_wait: float | None = None  # a retry's wait that would have overrun
         self._twins: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
         self._token: contextvars.Token[Deadline | None] | None = None
+        self.watched = False  # in the watchdog's queue
 
     def __enter__(self) -> Deadline:
         self._token = _DEADLINE.set(self)
-        self._timer.start()
+        _WATCHDOG.add(self)
         with _LIVE_LOCK:
             _LIVE.add(self)
         return self
@@ -104,7 +105,7 @@ class Deadline:
     def __exit__(self, *exc: object) -> None:
         with _LIVE_LOCK:
             _LIVE.discard(self)
-        self._timer.cancel()
+        _WATCHDOG.remove(self)
         if self._token is not None:
             _DEADLINE.reset(self._token)
         with self._lock:
@@ -144,6 +145,62 @@ class Deadline:
             _shut(twin)
 
 
+class _Watchdog:
+    """One thread that expires each fetch's Deadline when its time comes. A timer thread
+    per fetch would cost more than a fetch from a nearby server, and keep the fetching
+    thread waiting for it to start on a busy machine."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, int, Deadline]] = []  # a heap, by end time
+        self._left = 0  # entries of deadlines that ended before their time
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, deadline: Deadline) -> None:
+        with self._cond:
+            heapq.heappush(self._queue, (deadline.ends, next(self._order), deadline))
+            deadline.watched = True
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a forked child has none of its parent's threads
+                self._thread = threading.Thread(
+                    target=self._run, name="ticker-fetch-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._queue[0][2] is deadline:
+                self._cond.notify()
+
+    def remove(self, deadline: Deadline) -> None:
+        """A fetch that ended: its entry is dropped when it comes up, or all such entries
+        at once when they make up most of the queue."""
+        with self._cond:
+            if not deadline.watched:
+                return
+            deadline.watched = False
+            self._left += 1
+            if self._left > 64 and 2 * self._left > len(self._queue):
+                self._queue = [entry for entry in self._queue if entry[2].watched]
+                heapq.heapify(self._queue)
+                self._left = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._queue and not self._queue[0][2].watched:
+                        heapq.heappop(self._queue)
+                        self._left -= 1
+                    now = time.monotonic()
+                    if self._queue and self._queue[0][0] <= now:
+                        deadline = heapq.heappop(self._queue)[2]
+                        deadline.watched = False
+                        break
+                    self._cond.wait(self._queue[0][0] - now if self._queue else None)
+            deadline._expire()
+
+
+_WATCHDOG = _Watchdog()
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "ticker_fetch_deadline", default=None
 )
