@@ -97,11 +97,23 @@ class FetchError(TickerError):
         super().__init__(f"{url}: {reason}")
 
 
+class WebArchiveError(TickerError):
+    """A public web archive stopped a recovery: it refuses connections or keeps asking to
+    slow down (it may have blocked this address), or its index answered something that
+    is not a listing. What was done is kept; the same command run later resumes."""
+
+    exit_code = 1
+
+
 class ArchiveError(TickerError):
     """A fetched page could not be written to the raw page archive."""
 
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = str(path)
+        self.problem = problem
         super().__init__(
             f"{path}: {problem}; check that [archive] dir is writable and has free space"
         )
+
+    def __reduce__(self) -> tuple[type[ArchiveError], tuple[str, str]]:
+        return (type(self), (self.path, self.problem))  # crosses to another process whole
