@@ -61,6 +61,7 @@ BATCH_CAPTURES = 500  # captures stored in one transaction when they come fast
 FLUSH_BEFORE = 0.5  # a wait for the next request longer than this stores what is done first
 CHUNK = 1000  # chosen captures read from the store at a time
 HOLD_AT_MOST = 5.0  # seconds the store is kept open at a stretch (others wait for it)
+DUCKDB_MEMORY = "64MB"  # the most DuckDB may hold in memory during a recovery
 RELIST_DAYS = 30  # a complete Wayback listing is listed again from this long before it ended
 LISTED = 50  # entries of each list kept for the summary; the rest are counted
 INSTEAD = 3  # captures of a day tried in place of one that was another day's
@@ -87,6 +88,9 @@ class _Held:
             self.store = stack.enter_context(
                 Store.open(self.config.store_path, self.config.lock_timeout)
             )
+            # DuckDB's memory is bounded, however long the listing (a checkpoint of a
+            # big table otherwise takes memory in proportion); past it, it spills to disk.
+            self.store.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
             self.stack, self.since = stack, self.clock()
         return self.store
 
