@@ -48,6 +48,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from servers import page as news_page
 
+from ticker.sources.ticker import TickerReader
+
 CDX_PATH = "/cdx/search/cdx"
 CC_INDEX = "/cc"
 CC_DATA = "/ccdata"
@@ -578,6 +580,20 @@ class WebArchives:
         a, b = int(m.group(1)), int(m.group(2))
         extra = {"Content-Range": f"bytes {a}-{b}/{len(data)}"}
         h.send(206, data[a : b + 1], "application/octet-stream", extra)
+
+
+class BrokenReader(TickerReader):
+    """The ticker's reader with a bug: it raises on a page holding `marker`. Defined in a
+    module so that it reaches the keeper process (pickled by name)."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__(cache=True)
+        self.marker = marker
+
+    def read(self, page: Any, *args: Any, **kw: Any) -> Any:
+        if self.marker in page.body:
+            raise ZeroDivisionError("a bug")
+        return super().read(page, *args, **kw)
 
 
 def recover_config(directory: Path, archives: WebArchives, per_minute: int = 100000) -> Path:

@@ -29,7 +29,6 @@ import signal
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -66,9 +65,9 @@ RELIST_DAYS = 30  # a complete Wayback listing is listed again from this long be
 LISTED = 50  # entries of each list kept for the summary; the rest are counted
 INSTEAD = 3  # captures of a day tried in place of one that was another day's
 _BODIES = 32  # bytes of recent captures kept by digest, for revisits that follow them
-# Each capture is written to the page archive and read by a keeper: a process of its own
-# on Linux, so that it works on one core while this process fetches on another, as
-# backfill's workers do; elsewhere a thread. Its files are made durable together, once a
+# Each capture is written to the page archive and read by a keeper: a process of its own,
+# so that it works on one core while this process fetches on another, as backfill's
+# workers do. Its files are made durable together, once a
 # batch, before the batch is stored (one syncfs instead of three fsyncs a file).
 KEEP_BATCH = 1  # captures sent to the keeper at a time
 
@@ -244,7 +243,7 @@ def recover(
         choice = read.Choice(archive, source.name, since, until, per_day, scope == "page", urlkey)
         _plan(store, choice, summary)
         if not dry_run and not summary.stopped and summary.to_fetch:
-            held.release()  # no database open while the keeper process is forked
+            held.release()  # nothing of the store's held while the keeper starts
             keeps = keeper(config.archive_dir, source, now)
             try:
                 run = _Run(config, held, source, archives, keeps, summary, now, choice, progress)
@@ -744,20 +743,6 @@ def _keep(
         raise ParseFailed(shorten(f"{type(exc).__name__}: {exc}")) from exc
 
 
-class _ThreadKeeper:
-    """A keeper thread (where a process of its own cannot be forked)."""
-
-    def __init__(self, directory: Path, source: Source, now: datetime) -> None:
-        self.args = (directory, source, now, sources.reader(source.kind, cache=True))
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="ticker-recover-keeper")
-
-    def submit(self, page: Page, write: dict[str, Any] | None) -> _Kept:
-        return self.pool.submit(_keep, page, write, *self.args)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 class _Ticket:
     """A capture handed to the keeper process; `result` waits for its record."""
 
@@ -773,20 +758,21 @@ class _Ticket:
 
 
 class _ProcessKeeper:
-    """A keeper process, forked while no database is open here (it inherits nothing it
-    could harm): each capture goes to it through one pipe, its record comes back through
-    another, read as they come between fetches (the keeper's reading of new captures never
-    waits on this process). It ignores SIGINT and SIGTERM (this process stops it, after
-    storing what it kept) and ends when this process does (its pipe closes), however this
-    process ends."""
+    """A keeper process, started fresh (spawn: it inherits no open file of this one, so
+    no connection to the archive outlives its closing here, and no lock held by one of
+    this process's threads): each capture goes to it through one pipe, its record comes
+    back through another, read as they come between fetches (the keeper's reading of new
+    captures never waits on this process). It ignores SIGINT and SIGTERM (this process
+    stops it, after storing what it kept) and ends when this process does (its pipe
+    closes), however this process ends."""
 
-    def __init__(self, directory: Path, source: Source, now: datetime) -> None:
-        ctx = multiprocessing.get_context("fork")
+    def __init__(self, directory: Path, source: Source, now: datetime, reader: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
         jobs_in, self.jobs = ctx.Pipe(duplex=False)
         self.results, results_out = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(
             target=_keeper_main,
-            args=(jobs_in, results_out, [self.jobs, self.results], directory, source, now),
+            args=(jobs_in, results_out, directory, source, now, reader),
             name="ticker-recover-keeper",
             daemon=True,
         )
@@ -844,18 +830,14 @@ class _ProcessKeeper:
 
 
 def _keeper_main(
-    jobs: Any, results: Any, theirs: list[Any], directory: Path, source: Source, now: datetime
+    jobs: Any, results: Any, directory: Path, source: Source, now: datetime, reader: Any
 ) -> None:
     """The keeper process: archive and read each capture as it comes, and send its record
-    back; end when the pipe of jobs ends. It leaves through os._exit: nothing of the
-    parent it was forked from (its open files, its atexit work) runs again here."""
+    back; end when the pipe of jobs ends."""
     code = 0
     try:
-        for conn in theirs:
-            conn.close()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        reader = sources.reader(source.kind, cache=True)
         while True:
             try:
                 batch = jobs.recv()
@@ -876,17 +858,16 @@ def _keeper_main(
         os._exit(code)
 
 
-def keeper(directory: Path, source: Source, now: datetime) -> _Keeper:
-    """A keeper process on Linux, else a thread (fork is unsafe on macOS)."""
-    if sys.platform.startswith("linux"):
-        return _ProcessKeeper(directory, source, now)
-    return _ThreadKeeper(directory, source, now)
+def keeper(directory: Path, source: Source, now: datetime, reader: Any = None) -> _Keeper:
+    """A keeper process: captures are archived and read on another core. `reader` reads
+    them (by default the source kind's, with its cache; it is pickled to the keeper)."""
+    return _ProcessKeeper(directory, source, now, reader or sources.reader(source.kind, cache=True))
 
 
 @dataclass
 class _Pending:
     """A capture handled, waiting for its batch to be stored: what became of it, and the
-    record its page makes (being archived and read by a keeper thread)."""
+    record its page makes (being archived and read by the keeper)."""
 
     mark: Recovered
     where: str
