@@ -341,6 +341,8 @@ def test_usage_errors_are_one_line(config: Config) -> None:
     assert late.exit_code == 2 and late.output.startswith("error: --until 2999-01-01 is after")
     backwards = run(config, "reference", "--since", "2025-03-02", "--until", "2025-03-01")
     assert backwards.exit_code == 2
+    charts = run(config, "chart", "--source", "reference")
+    assert charts.exit_code == 2 and "drawn on the charts of the ticker's pairs" in charts.output
     assert backwards.output == "error: --since 2025-03-02 is after --until 2025-03-01\n"
 
 
@@ -794,3 +796,20 @@ def test_a_batch_counts_each_record_as_written_one_by_one(tmp_path: Path) -> Non
     }
     assert counts.per_record == {"a": (2, 0, 0), "b": (1, 1, 1), "c": (0, 1, 0)}
     assert batch == single and len(batch) == 4
+
+
+def test_rates_fetched_while_the_store_is_broken_wait_and_are_stored_later(
+    config: Config, rates: dict[str, dict[date, str]]
+) -> None:
+    config.store_path.write_bytes(b"not a database" * 100)
+    result = run(config, "reference", "--since", "2025-03-10", "--until", "2025-03-20")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("reference ")]
+    assert len(lines) == 5 and all("store_error" in line for line in lines)
+    assert all("the next scrape stores the page from the archive" in line for line in lines)
+    assert len(list((config.archive_dir / ".pending").glob("*.json"))) == 5
+    config.store_path.unlink()  # the store put right (moved aside)
+    assert run(config, "scrape").exit_code == 0  # records what waited, from the archive
+    assert stored(config) == published(rates, date(2025, 3, 10), date(2025, 3, 20))
+    outcomes = query(config, "SELECT outcome, new FROM attempts WHERE source = 'reference'")
+    assert len(outcomes) == 5 and all(o == "store_error" and n > 0 for o, n in outcomes)

@@ -50,6 +50,11 @@ def draw_charts(
     from ticker.charts.files import write_charts
 
     source = config.source(source_name)
+    if source.name == REFERENCE:
+        raise UsageError(
+            "the official rates are drawn on the charts of the ticker's pairs, under the "
+            "ticker's line; give a [[sources]] name, or none"
+        )
     wanted = tuple(pairs) if pairs else source.pairs
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         first, last = read.date_span(store, source.name)
