@@ -1,21 +1,15 @@
-"""Shared helpers for the backfill, store, CLI, config, dumps and docs tests: page texts
-written here (the ticker block as FORMAT.md describes it, filler of our own), a project
+"""Shared helpers for the backfill, store, CLI, config, dumps and docs tests: a project
 directory under tmp_path with its own config.toml, and ways to run `ticker` on it.
-
-Nothing here reads ../shared: every page a test needs is built by the test.
+Pages are built in pages.py, the local HTTP server lives in servers.py.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -23,104 +17,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ticker.cli import cli
-
-# The quotes of 20 March 2025 (facts, from FORMAT.md): base, rate, change.
-MARCH_20 = (
-    ("KGS", "0.01164", "0.87"),
-    ("KZT", "0.00199", "-0"),
-    ("TJS", "0.09168", "-0.11"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28573", "-0.14"),
-)
-FILLER = (
-    "Filler paragraph written for the ticker tests. It talks about the weather over the\n"
-    "steppe, a bridge that was painted green, and a market that opens at dawn. The tenge\n"
-    "and the som are mentioned in prose here, 1 USD = 520 KZT, which is not a ticker.\n"
-)
-
-
-def ticker_block(quotes: Sequence[tuple[str, str, str]], copies: int = 8) -> str:
-    """The marquee as a text dump shows it: the first line starts at the bullet."""
-    lines = [f"  \u2022 {base}/USD = {rate} {change}%" for base, rate, change in quotes]
-    return "\n".join(lines * copies).lstrip() + "\n"
-
-
-def text_page(
-    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
-    day: str | None = "20 March 2025",
-    note: str = "",
-    copies: int = 8,
-) -> str:
-    """A text dump: ticker block, the site's date line (None: a listing page), filler."""
-    head = ticker_block(quotes, copies)
-    after = f"{day}\n" if day else "Viewing results 1 - 6 of 111\n"
-    return f"{head}{after}18 March 2025\n\n{note}\n{FILLER}"
-
-
-def html_page(
-    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
-    day: str | None = "20 March 2025",
-    note: str = "",
-) -> str:
-    """A page as served: the marquee as list items, the date in a div, an article."""
-    items = "".join(
-        f'<li class="tick"><span class="pair">{b}/USD</span> = <span class="rate">{r}</span>'
-        f' <span class="chg">{c}%</span></li>'
-        for b, r, c in quotes
-    )
-    date_div = f'<div class="today">{day}</div>' if day else "<div>Viewing results</div>"
-    return (
-        "<!DOCTYPE html><html><head><title>Test page</title>"
-        "<style>.tick{color:red}</style></head><body>"
-        f'<div class="marquee"><ul>{items * 8}</ul></div>{date_div}'
-        f"<article><h1>Filler {note}</h1><p>{FILLER}</p><p>18 March 2025</p></article>"
-        "</body></html>"
-    )
-
-
-def gz(data: str | bytes) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return gzip.compress(raw, mtime=0)
-
-
-@dataclass(frozen=True)
-class WarcRecord:
-    """One record for warc_bytes: a response (an HTTP status line and headers) or other."""
-
-    body: str | bytes
-    date: datetime | None = None  # aware; None leaves warcio's own WARC-Date (now)
-    url: str = "https://timesca.com/"
-    status: str = "200 OK"
-    content_type: str = "text/html; charset=utf-8"
-    rec_type: str = "response"
-
-
-def warc_bytes(records: Sequence[WarcRecord], compress: bool) -> bytes:
-    """A WARC file written with warcio's WARCWriter (gzip members when compress)."""
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=compress)
-    for rec in records:
-        body = rec.body.encode("utf-8") if isinstance(rec.body, str) else rec.body
-        headers = None
-        if rec.rec_type == "response":
-            headers = StatusAndHeaders(
-                rec.status, [("Content-Type", rec.content_type)], protocol="HTTP/1.1"
-            )
-        record = writer.create_warc_record(
-            rec.url,
-            rec.rec_type,
-            payload=io.BytesIO(body),
-            http_headers=headers,
-            warc_content_type="text/plain" if rec.rec_type == "resource" else None,
-        )
-        if rec.date is not None:
-            stamp = rec.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            record.rec_headers.replace_header("WARC-Date", stamp)
-        writer.write_record(record)
-    return buf.getvalue()
 
 
 class Project:

@@ -1,8 +1,8 @@
-"""A real HTTP server on 127.0.0.1 (port 0) for fetch, scrape and daemon tests, the
-faults it can stage, and ticker pages in plausible markup to serve.
+"""A real HTTP server on 127.0.0.1 (port 0) for fetch, scrape and daemon tests, and the
+faults it can stage. The pages it serves are built in pages.py.
 
     with LocalServer() as server:
-        server.route("/", page(), status(500))   # replies in order; the last repeats
+        server.route("/", html(html_page()), status(500))  # in order; the last repeats
         url = server.url("/")
 """
 
@@ -12,7 +12,7 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,99 +20,31 @@ from typing import Any
 
 Reply = Callable[["_Handler"], None]
 
-QUOTES: tuple[tuple[str, str, str], ...] = (
-    ("KGS/USD", "0.01164", "0.87"),
-    ("KZT/USD", "0.00199", "-0"),
-    ("TJS/USD", "0.09168", "-0.11"),
-    ("UZS/USD", "0.00008", "0"),
-    ("TMT/USD", "0.28573", "-0.14"),
-)
-
-_FILLER = (
-    "The morning train to the invented town of Arbuz left twelve minutes late, and the "
-    "conductor spent the delay explaining the timetable to a goat. ",
-    "At the weekly market the apricot sellers moved to the shady side of the square; the "
-    "tea stall followed them by noon. ",
-    "A committee met to discuss the colour of the new footbridge and agreed to meet again. ",
-)
-
-
-def page(
-    quotes: Sequence[tuple[str, str, str]] = QUOTES,
-    date: str | None = "20 March 2025",
-    copies: int = 8,
-    filler_paragraphs: int = 12,
-) -> bytes:
-    """A news page whose header carries the ticker marquee, then the date, then text."""
-    items = []
-    for _ in range(copies):
-        for pair, rate, change in quotes:
-            cls = "down" if change.startswith("-") else "up"
-            items.append(
-                f"      <li><span>{pair}</span> = <span>{rate}</span> "
-                f'<span class="{cls}">{change}%</span></li>'
-            )
-    date_div = f'    <div class="header-date">{date}</div>\n' if date else ""
-    body = "\n".join(
-        f"      <p>{_FILLER[i % len(_FILLER)] * 3}</p>" for i in range(filler_paragraphs)
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        "<title>An invented story | The Times of Central Asia</title>\n"
-        "<style>.up{color:#090}.down{color:#c00}</style>\n"
-        "<script>window.dataLayer = window.dataLayer || [];</script>\n</head>\n<body>\n"
-        '  <header class="site-header">\n    <div class="currency-ticker">\n'
-        '    <ul class="marquee">\n'
-        + "\n".join(items)
-        + "\n    </ul>\n    </div>\n"
-        + date_div
-        + '    <nav><ul><li><a href="/news">News</a></li><li><a href="/opinion">Opinion</a>'
-        "</li></ul></nav>\n  </header>\n  <main>\n    <article>\n"
-        "      <h1>An invented story about a footbridge</h1>\n" + body + "\n"
-        "    </article>\n  </main>\n  <footer>Filler footer text.</footer>\n</body>\n</html>\n"
-    ).encode()
-
-
-def changed_markup_page() -> bytes:
-    """The ticker redesigned: figures in data attributes and a table, no 'PAIR = RATE'."""
-    rows = "".join(
-        f'<tr data-pair="{p}"><td class="c">{p.split("/")[0]}</td>'
-        f'<td data-rate="{r}"></td><td>{c}</td></tr>'
-        for p, r, c in QUOTES
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TCA</title></head><body>"
-        f"<header><table class='fx-widget'>{rows}</table>"
-        "<div class='header-date'>20 March 2025</div></header>"
-        "<main><p>" + _FILLER[0] * 20 + "</p></main></body></html>"
-    ).encode()
-
-
-def no_ticker_page() -> bytes:
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Maintenance</title></head>"
-        "<body><header><a href='/'>Logo</a></header><main><h1>Back soon</h1><p>"
-        + _FILLER[1]
-        * 10
-        + " The tenge fell to 520 per dollar, 1 USD = 12,600 UZS, says nobody.</p></main>"
-        "</body></html>"
-    ).encode()
-
-
 # --- replies: what the server does with one request -------------------------------------
 
 
+def _bytes(body: str | bytes) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else body
+
+
 def html(
-    body: bytes, status: int = 200, headers: dict[str, str] | None = None, *, ctype: str = ""
+    body: str | bytes,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    ctype: str = "",
 ) -> Reply:
+    """`body` (text is sent as UTF-8) with `status`, as text/html unless `ctype` says."""
+    data = _bytes(body)
+
     def reply(h: _Handler) -> None:
         h.send_response(status)
         h.send_header("Content-Type", ctype or "text/html; charset=utf-8")
-        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
-        h.wfile.write(body)
+        h.wfile.write(data)
 
     return reply
 
@@ -125,7 +57,7 @@ def redirect(to: str) -> Reply:
     return status(302, {"Location": to})
 
 
-def conditional(body: bytes, etag: str, last_modified: str | None = None) -> Reply:
+def conditional(body: str | bytes, etag: str, last_modified: str | None = None) -> Reply:
     """200 with an ETag, or 304 when the request names that ETag."""
 
     def reply(h: _Handler) -> None:

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import Project, one_error_line, text_page, ticker_subprocess
-from servers import LocalServer, html, page
+from conftest import Project, one_error_line, ticker_subprocess
+from pages import html_page, text_page
+from servers import LocalServer, html
 
 from ticker.cli import cli
 from ticker.config import load_config
@@ -272,8 +273,8 @@ def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) ->
     with LocalServer() as server:
         server.route(
             "/",
-            html(page(date=f"{days[0]:%d %B %Y}")),
-            html(page(date=f"{days[1]:%d %B %Y}")),
+            html(html_page(day=days[0])),
+            html(html_page(day=days[1])),
         )
         body = "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
         project = Project(tmp_path / "p")

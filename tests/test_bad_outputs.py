@@ -21,18 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import MARCH_20, Project, one_error_line, text_page
-from servers import LocalServer, html, page, write_config
+from conftest import Project, one_error_line
+from pages import DEC_09, MARCH_20, html_page, text_page
+from servers import LocalServer, html, write_config
 
 from ticker.charts.files import read_fingerprint
 
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
 # each command that writes a file, with the arguments before --out; charts of one pair
 COMMANDS: dict[str, tuple[str, ...]] = {
     "csv": ("export", "--format", "csv"),
@@ -444,7 +438,7 @@ def test_a_bad_output_place_is_one_error_line(
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
     with LocalServer() as server:
-        server.route("/", html(page(date="09 December 2025")))
+        server.route("/", html(html_page(day="09 December 2025")))
         yield server
 
 

@@ -14,33 +14,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import (
-    MARCH_20,
-    Project,
-    cut_short,
-    one_error_line,
-    text_page,
-    ticker_subprocess,
-    zero_bytes_of,
-)
+from conftest import Project, cut_short, one_error_line, ticker_subprocess, zero_bytes_of
+from pages import DEC_09, FOUR_PAIRS, MARCH_20, html_page, text_page
 
 from ticker import __version__
 from ticker.cli import cli
 from ticker.store import Store
-
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
-FOUR_PAIRS = (
-    ("KGS", "0.01143", "0.05"),
-    ("KZT", "0.00224", "-0.23"),
-    ("TJS", "0.09174", "0"),
-    ("UZS", "0.00009", "-0"),
-)
 
 
 @pytest.fixture
@@ -392,10 +371,10 @@ def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
 
 @pytest.mark.usefixtures("own_logging")
 def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
-    from servers import LocalServer, html, page
+    from servers import LocalServer, html
 
     with LocalServer() as server:
-        server.route("/", html(page()))
+        server.route("/", html(html_page()))
         project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
         project.write("a.txt", text_page())
         assert project.backfill().exit_code == 0

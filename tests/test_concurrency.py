@@ -16,17 +16,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from _trust import (
-    PageServer,
-    daemon_config,
-    env,
-    html_page,
-    run_ticker,
-    simulate,
-    ticker_cmd,
-    write_config,
-    write_dumps,
-)
+from _trust import PageServer, daemon_config, env, run_ticker, ticker_cmd, write_config
+from pages import html_page, simulate, write_dumps
 
 DUMPS = 5000
 LOCK_TIMEOUT = 20
@@ -66,7 +57,7 @@ def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path) -> None:
     series = simulate(date(2012, 1, 1), DUMPS + 1, seed=11)
     dumps = tmp_path / "dumps"
     write_dumps(dumps, series[:DUMPS])
-    live = html_page(series[DUMPS])  # the day after the dumps, served to the daemon
+    live = html_page(series[DUMPS].quotes, series[DUMPS].date)  # the day after the dumps
 
     # the reference: the dumps and the live page loaded one after the other, alone
     ref = write_config(tmp_path / "reference")
@@ -153,7 +144,7 @@ def test_a_wait_that_runs_out_names_the_file_and_the_holder(tmp_path: Path) -> N
     series = simulate(date(2024, 1, 1), 3)
     dumps = tmp_path / "dumps"
     write_dumps(dumps, series)
-    with PageServer(html_page(series[-1])) as server:
+    with PageServer(html_page(series[-1].quotes, series[-1].date)) as server:
         cfg = daemon_config(tmp_path / "w", server.url, lock_timeout=1)
         run_ticker(cfg, "backfill", str(dumps), check=True)
         db = cfg.parent / "ticker.duckdb"

@@ -21,7 +21,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from _trust import DayQuotes, env, page, run_ticker, simulate, write_config, write_dumps
+from _trust import env, run_ticker, write_config
+from pages import DayQuotes, html_page, no_ticker_page, simulate, write_dumps
 
 from ticker.store import Store
 
@@ -55,7 +56,7 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     for i in range(50):
         path = root / "c" / f"other_{i:03d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page(None) + f"listing {i}\n", encoding="utf-8")
+        path.write_text(no_ticker_page(markup=False) + f"listing {i}\n", encoding="utf-8")
         expected[str(path)] = 0
     assert len(expected) == 2000
     return root, expected
@@ -351,12 +352,12 @@ def test_kill_9_daemon_mid_job(tmp_path: Path) -> None:
     time, every archived page reads whole, and what the archive holds is what a fresh
     database loaded from it holds."""
     pytest.importorskip("ticker.scheduler")
-    from _trust import PageServer, daemon_config, html_page
+    from _trust import PageServer, daemon_config
 
     from ticker.dumps import expand, read_pages
 
     series = simulate(date(2025, 1, 1), 500, seed=5)
-    bodies = [html_page(d).encode() for d in series]
+    bodies = [html_page(d.quotes, d.date).encode() for d in series]
     rng = random.Random(99)
     with PageServer(lambda n: bodies[min(n, len(bodies)) - 1]) as server:
         cfg = daemon_config(tmp_path / "daemon", server.url, scrape=1)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import DRIPS, LocalServer, drip, hang, html, page, write_config
+from pages import html_page
+from servers import DRIPS, LocalServer, drip, hang, html, write_config
 
 from ticker import scrape as scrape_job
 from ticker import spool
@@ -130,9 +131,9 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
     config = load_config(write_config(tmp_path, server.url("/")))
     daemon = Daemon(config, clock=lambda: NOW)
     # The day before, so the charts have two days to draw.
-    server.route("/", html(page(date="19 March 2025")))
+    server.route("/", html(html_page(day="19 March 2025")))
     daemon.scrape_job()
-    server.route("/", html(page(date="20 March 2025")))
+    server.route("/", html(html_page(day="20 March 2025")))
     charts = tmp_path / "charts"
     with caplog.at_level(logging.INFO, logger="ticker.run"):
         caplog.clear()  # the first job's line, when an earlier test left INFO on
@@ -163,7 +164,7 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
 def test_locked_database_does_not_stop_the_daemon(
     tmp_path: Path, server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     config = load_config(write_config(tmp_path, server.url("/"), lock_timeout=0.2))
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
     code = "import duckdb,sys; c=duckdb.connect(sys.argv[1]); print('ready', flush=True); input()"
@@ -220,7 +221,7 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 def test_ticker_run_scrapes_serves_readers_and_stops_on_sigterm(
     tmp_path: Path, server: LocalServer
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     cfg = write_config(tmp_path, server.url("/"), scrape=1)
     proc = _start(cfg)
     try:
@@ -301,7 +302,7 @@ def test_a_stop_signal_cuts_a_slow_fetch_and_the_job_records_it(
 ) -> None:
     head, filler = DRIPS["body-with-length"]
     server.route("/", drip(head, filler, seconds=60))
-    server.route("/next", html(page()))
+    server.route("/next", html(html_page()))
     second = f'\n[[sources]]\nname = "next"\nurl = "{server.url("/next")}"\n'
     cfg = write_config(
         tmp_path, server.url("/"), scrape=3600, timeout=5, deadline=120, extra=second

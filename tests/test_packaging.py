@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import text_page
+from pages import text_page
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,19 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from _trust import (
-    PAIRS,
-    PageServer,
-    env,
-    html_page,
-    page,
-    run_ticker,
-    simulate,
-    ticker_cmd,
-    write_config,
-)
+from _trust import PageServer, env, run_ticker, ticker_cmd, write_config
 from hypothesis import given
 from hypothesis import strategies as st
+from pages import PAIRS, html_page, simulate, text_page
 
 from ticker.config import HttpConfig, load_config
 from ticker.errors import ConfigError, FetchError
@@ -73,13 +64,13 @@ def test_pairs_from_pages_never_name_a_file(tmp_path: Path) -> None:
             reason="OK",
             http_version="HTTP/1.1",
             headers=[("Content-Type", "text/html")],
-            body=html_page(day).encode(),
+            body=html_page(day.quotes, day.date).encode(),
             record_id="2" * 32,
             filename="evil.warc.gz",
         )
     )
     for d in simulate(date(2025, 3, 10), 10):
-        (dumps / f"day-{d.date}.txt").write_text(page(d), encoding="utf-8")
+        (dumps / f"day-{d.date}.txt").write_text(text_page(d.quotes, d.date), encoding="utf-8")
     cfg = write_config(tmp_path / "w")
     before = _files(tmp_path)
     result = run_ticker(cfg, "backfill", str(dumps))
@@ -231,7 +222,8 @@ def test_decompression_bombs_are_reported_without_reading_them_whole(tmp_path: P
     built = time.monotonic() - t0
     good = simulate(date(2025, 3, 20), 2)
     for d in good:
-        (tmp_path / "bombs" / f"good-{d.date}.txt").write_text(page(d), encoding="utf-8")
+        good_page = text_page(d.quotes, d.date)
+        (tmp_path / "bombs" / f"good-{d.date}.txt").write_text(good_page, encoding="utf-8")
     cfg = write_config(tmp_path / "w")
 
     def backfill(*paths: str) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -312,7 +304,8 @@ def https_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         check=True,
         capture_output=True,
     )  # fmt: skip
-    body = html_page(simulate(date(2025, 3, 20), 1)[0]).encode()
+    day = simulate(date(2025, 3, 20), 1)[0]
+    body = html_page(day.quotes, day.date).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -428,7 +421,7 @@ def test_sql_metacharacters_in_pages_and_paths_are_data(tmp_path: Path) -> None:
     dumps.mkdir()
     name = "x'); DROP TABLE observations; --\"$1.txt"
     d = simulate(date(2025, 3, 20), 1)[0]
-    text = page(d, note="'; DROP TABLE captures; -- \" $1 $2 \\x00")
+    text = text_page(d.quotes, d.date, note="'; DROP TABLE captures; -- \" $1 $2 \\x00")
     (dumps / name).write_text(text, encoding="utf-8")
     cfg = write_config(tmp_path / "w")
     run_ticker(cfg, "backfill", str(dumps), check=True)
@@ -444,7 +437,7 @@ def test_server_content_does_not_reach_a_path(tmp_path: Path) -> None:
     """A live page whose final URL and headers hold '../': the archive file is named by
     the source, the time and a random id; nothing else is written."""
     d = simulate(date(2025, 3, 20), 1)[0]
-    with PageServer(html_page(d)) as server:
+    with PageServer(html_page(d.quotes, d.date)) as server:
         cfg = write_config(tmp_path, extra="\n[http]\nretries = 0\n")
         cfg.write_text(cfg.read_text().replace("https://timesca.com/", server.url + "../../x"))
         before = _files(tmp_path)

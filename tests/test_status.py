@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from servers import LocalServer, html, page, status, write_config
+from pages import html_page
+from servers import LocalServer, html, status, write_config
 
 from ticker import backfill as backfill_job
 from ticker import scrape as scrape_job
@@ -49,7 +50,7 @@ def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
     cfg_path: Path, server: LocalServer
 ) -> None:
     config = load_config(cfg_path)
-    server.route("/", html(page(date="20 March 2025")))
+    server.route("/", html(html_page(day="20 March 2025")))
     scrape_job.scrape(config, NOW)
     start = datetime(2025, 3, 20, tzinfo=ALMATY)
     [s] = status_job.status(config, start + timedelta(hours=36))
@@ -62,7 +63,7 @@ def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
 
 def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) -> None:
     config = load_config(cfg_path)
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     scrape_job.scrape(config, NOW)
     server.route("/", status(503))
     scrape_job.scrape(config, NOW + timedelta(minutes=30))
@@ -71,15 +72,15 @@ def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) 
     assert s.failing and s.failures == 2 and s.last_outcome == "http_error"
     assert s.last_status == 503 and "HTTP 503" in (s.last_error or "")
     assert s.last_success == NOW and not s.stale
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     scrape_job.scrape(config, NOW + timedelta(minutes=90))
     [s] = status_job.status(config, NOW + timedelta(hours=2))
     assert not s.failing and s.failures == 0
 
 
-def _today_page() -> bytes:
+def _today_page() -> str:
     today = datetime.now(ALMATY).date()
-    return page(date=f"{today.day:02d} {today:%B %Y}")
+    return html_page(day=f"{today.day:02d} {today:%B %Y}")
 
 
 def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> None:
@@ -120,7 +121,7 @@ def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) 
     config = load_config(cfg_path)
     dumps = tmp_path / "dumps"
     dumps.mkdir()
-    (dumps / "typo.html").write_bytes(page(date="01 January 2100"))
+    (dumps / "typo.html").write_text(html_page(day="01 January 2100"), encoding="utf-8")
     # stored when 2100 had come (or by a version that took any date)
     later = datetime(2100, 1, 1, tzinfo=UTC)
     assert backfill_job.backfill(config, [str(dumps)], now=later).new == 5

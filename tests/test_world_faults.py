@@ -21,8 +21,9 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
-from conftest import Project, one_error_line, text_page
-from servers import LocalServer, conditional, html, page, write_config
+from conftest import Project, one_error_line
+from pages import html_page, text_page
+from servers import LocalServer, conditional, html, write_config
 
 from ticker import scrape as scrape_job
 from ticker import spool
@@ -181,7 +182,7 @@ def server() -> Iterator[LocalServer]:
 
 def daily_pages(server: LocalServer, first: int = 20, days: int = 6) -> None:
     """Each fetch of / gives the page of the next day of March 2025 (the last repeats)."""
-    server.route("/", *(html(page(date=f"{d} March 2025")) for d in range(first, first + days)))
+    server.route("/", *(html(html_page(day=f"{d} March 2025")) for d in range(first, first + days)))
 
 
 def stored_days(config: Config) -> list[int]:
@@ -396,7 +397,7 @@ def _delete(db: Path, backup: Path) -> None:
 def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
     tmp_path: Path, server: LocalServer, swap: Callable[[Path, Path], None]
 ) -> None:
-    server.route("/", conditional(page(date="20 March 2025"), '"v1"'))
+    server.route("/", conditional(html_page(day="20 March 2025"), '"v1"'))
     config = load_config(write_config(tmp_path, server.url("/"), retries=0))
     backup = tmp_path / "backup.duckdb"
     with Store.open(config.store_path):
@@ -423,7 +424,7 @@ def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
 def test_status_names_what_waits_for_each_source(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
-    server.route("/a", html(page(date="20 March 2025")))
+    server.route("/a", html(html_page(day="20 March 2025")))
     server.route("/b", html(b"<h1>busy</h1>", 503))
     other = f'\n[[sources]]\nname = "other"\nurl = "{server.url("/b")}"\n'
     cfg = write_config(tmp_path, server.url("/a"), retries=0, lock_timeout=0.3, extra=other)

@@ -38,8 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from _trust import simulate, write_dumps  # noqa: E402
-from servers import page  # noqa: E402
+from pages import html_page, simulate, write_dumps  # noqa: E402
 
 DUMPS = REPO / "tests" / "fixtures" / "dumps"
 MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -215,7 +214,7 @@ def main() -> int:
     subprocess.run(["tar", "-x", "-C", str(base_code)], input=archive, check=True)
     corpora = work / "corpora"
     make_corpora(corpora)
-    server, url = serve(page(date="20 March 2025"))
+    server, url = serve(html_page(day="20 March 2025").encode())
     try:
         sides = [
             Side(f"base ({args.rev})", base_code, work / "base", url),

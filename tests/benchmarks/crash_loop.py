@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _trust import run_ticker, simulate, write_dumps  # noqa: E402
+from _trust import run_ticker  # noqa: E402
+from pages import simulate, write_dumps  # noqa: E402
 from test_crash import DAYS, _backfill, _fresh, verify  # noqa: E402
 
 
