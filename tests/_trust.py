@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from pages import PAIRS
@@ -61,44 +60,6 @@ def run_ticker(
             f"ticker {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
-
-
-class PageServer:
-    """An HTTP server on 127.0.0.1 (port 0) in a thread; `body` is served for every GET
-    as text/html, or body(n) for the n-th request (1, 2, ...). Counts the requests."""
-
-    def __init__(self, body: str | bytes | Callable[[int], bytes]) -> None:
-        import http.server
-        import threading
-
-        self.body = body.encode() if isinstance(body, str) else body
-        self.requests = 0
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                owner.requests += 1
-                data = owner.body(owner.requests) if callable(owner.body) else owner.body
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def daemon_config(directory: Path, url: str, lock_timeout: float = 30, scrape: int = 1) -> Path:

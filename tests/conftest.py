@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
+from servers import LocalServer
 
 from ticker.cli import cli
 
@@ -87,6 +88,13 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "project")
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    """The local HTTP server for this test: it serves what the test routes to it."""
+    with LocalServer() as s:
+        yield s
 
 
 def ticker_subprocess(

@@ -1,15 +1,20 @@
-"""A real HTTP server on 127.0.0.1 (port 0) for fetch, scrape and daemon tests, and the
-faults it can stage. The pages it serves are built in pages.py.
+"""The local HTTP server the tests fetch from: a real server on 127.0.0.1 (port 0), the
+replies and faults it can stage, and stand-ins for what a server cannot do (a trickled
+TLS handshake, connects that hang, a refused port). The pages it serves are built in
+pages.py.
 
     with LocalServer() as server:
         server.route("/", html(html_page()), status(500))  # in order; the last repeats
         url = server.url("/")
+
+In a test, the `server` fixture (conftest.py) gives one, stopped after the test.
 """
 
 from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,6 +223,10 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        # accept() waits at most this long: a wait that finds no connection (one seen as
+        # ready that is gone) cannot hold the serving thread, and so stop(), forever. The
+        # connections accepted are blocking, as without it.
+        self.socket.settimeout(1.0)
         self.lock = threading.Lock()
         self.routes: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
@@ -229,10 +238,15 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path."""
+    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path; HTTPS with
+    the certificate of `tls` (a server-side SSL context) when given."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._server = _Server()
+        self.scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -254,7 +268,7 @@ class LocalServer:
         return int(self._server.server_address[1])
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def route(self, path: str, *replies: Reply) -> None:
         """Serve `replies` to successive requests for `path`; the last one repeats."""

@@ -255,7 +255,9 @@ def _ok(result: Result) -> Result:
 
 @pytest.mark.usefixtures("own_logging")
 @pytest.mark.parametrize("end", ["lowest", "highest"])
-def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) -> None:
+def test_every_number_at_the_end_of_its_range_works(
+    tmp_path: Path, server: LocalServer, end: str
+) -> None:
     from apscheduler.events import EVENT_JOB_MISSED
     from apscheduler.executors.base import run_job
 
@@ -270,24 +272,21 @@ def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) ->
     # two recent days, both before today in UTC and in Almaty
     day = datetime.now(ZoneInfo("Asia/Almaty")).date() - timedelta(days=2)
     days = (day - timedelta(days=1), day)
-    with LocalServer() as server:
-        server.route(
-            "/",
-            html(html_page(day=days[0])),
-            html(html_page(day=days[1])),
-        )
-        body = "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
-        project = Project(tmp_path / "p")
-        project.config.write_text(
-            f'{body}[[sources]]\nurl = "{server.url("/")}"\n', encoding="utf-8"
-        )
-        config = load_config(project.config)
+    server.route(
+        "/",
+        html(html_page(day=days[0])),
+        html(html_page(day=days[1])),
+    )
+    body = "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
+    project = Project(tmp_path / "p")
+    project.config.write_text(f'{body}[[sources]]\nurl = "{server.url("/")}"\n', encoding="utf-8")
+    config = load_config(project.config)
 
-        scrapes = [_ok(project.run("scrape")) for _ in range(2)]
-        latest = _ok(project.run("latest"))
-        status = _ok(project.run("status"))
-        check = _ok(project.run("check"))
-        chart = _ok(project.run("chart", "--pair", "KZT"))
+    scrapes = [_ok(project.run("scrape")) for _ in range(2)]
+    latest = _ok(project.run("latest"))
+    status = _ok(project.run("status"))
+    check = _ok(project.run("check"))
+    chart = _ok(project.run("chart", "--pair", "KZT"))
 
     if end == "highest":
         assert [r.exit_code for r in scrapes] == [0, 0], [r.output for r in scrapes]

@@ -436,17 +436,10 @@ def test_a_bad_output_place_is_one_error_line(
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as server:
-        server.route("/", html(html_page(day="09 December 2025")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def live_template(tmp_path_factory: pytest.TempPathFactory, server: LocalServer) -> Path:
-    """A project with a source on the local server and two stored days; made once."""
+def live_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a source on 127.0.0.1 and two stored days; made once."""
     root = tmp_path_factory.mktemp("live")
-    config = write_config(root, server.url("/"), retries=0)
+    config = write_config(root, "http://127.0.0.1:9/", retries=0)
     dumps = root / "dumps"
     dumps.mkdir()
     (dumps / "a.txt").write_text(text_page(MARCH_20, "20 March 2025"), encoding="utf-8")
@@ -460,10 +453,12 @@ def live_template(tmp_path_factory: pytest.TempPathFactory, server: LocalServer)
 
 
 @pytest.fixture
-def live(live_template: Path, tmp_path: Path) -> Path:
-    """A copy of the live template under this test's tmp_path; its config."""
+def live(live_template: Path, tmp_path: Path, server: LocalServer) -> Path:
+    """A copy of the live template under this test's tmp_path, its source on this test's
+    server; its config."""
     shutil.copytree(live_template, tmp_path / "live")
-    return tmp_path / "live" / "config.toml"
+    server.route("/", html(html_page(day="09 December 2025")))
+    return write_config(tmp_path / "live", server.url("/"), retries=0)
 
 
 def ticker(

@@ -16,6 +16,7 @@ import duckdb
 import pytest
 from conftest import Project, cut_short, one_error_line, ticker_subprocess, zero_bytes_of
 from pages import DEC_09, FOUR_PAIRS, MARCH_20, html_page, text_page
+from servers import LocalServer, html
 
 from ticker import __version__
 from ticker.cli import cli
@@ -370,16 +371,15 @@ def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
 
 
 @pytest.mark.usefixtures("own_logging")
-def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
-    from servers import LocalServer, html
-
-    with LocalServer() as server:
-        server.route("/", html(html_page()))
-        project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
-        project.write("a.txt", text_page())
-        assert project.backfill().exit_code == 0
-        cut_short(project.db)
-        result = project.run("scrape")
+def test_scrape_into_a_damaged_database_records_a_store_error(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    server.route("/", html(html_page()))
+    project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
+    project.write("a.txt", text_page())
+    assert project.backfill().exit_code == 0
+    cut_short(project.db)
+    result = project.run("scrape")
 
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -16,8 +16,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from _trust import PageServer, daemon_config, env, run_ticker, ticker_cmd, write_config
+from _trust import daemon_config, env, run_ticker, ticker_cmd, write_config
 from pages import html_page, simulate, write_dumps
+from servers import LocalServer, html
 
 DUMPS = 5000
 LOCK_TIMEOUT = 20
@@ -53,7 +54,7 @@ class Loop:
 
 
 @pytest.mark.slow
-def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path) -> None:
+def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path, server: LocalServer) -> None:
     series = simulate(date(2012, 1, 1), DUMPS + 1, seed=11)
     dumps = tmp_path / "dumps"
     write_dumps(dumps, series[:DUMPS])
@@ -66,37 +67,37 @@ def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path) -> None:
     reference = run_ticker(ref, "export", check=True).stdout
     assert reference.count("\n") == (DUMPS + 1) * 5 + 1
 
-    with PageServer(live) as server:
-        cfg = daemon_config(tmp_path / "shared", server.url, lock_timeout=LOCK_TIMEOUT)
-        started = time.monotonic()
-        daemon = subprocess.Popen(
-            [*ticker_cmd(), "--config", str(cfg), "run"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(),
-            cwd=cfg.parent,
-        )
-        latest = Loop(cfg, ("latest",))
-        charts = Loop(cfg, ("chart",))
-        checks = Loop(cfg, ("check", "--json"))
-        for loop in (latest, charts, checks):
-            loop.thread.start()
-        backfill = run_ticker(cfg, "backfill", str(dumps), timeout=LOCK_TIMEOUT + 120)
-        backfill_done = time.monotonic() - started
-        latest_runs = latest.finish()
-        chart_runs = charts.finish()
-        check_runs = checks.finish()
-        while server.requests < 3 and time.monotonic() - started < 60:
-            time.sleep(0.1)
-        daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=40)
+    server.route("/", html(live))
+    cfg = daemon_config(tmp_path / "shared", server.url("/"), lock_timeout=LOCK_TIMEOUT)
+    started = time.monotonic()
+    daemon = subprocess.Popen(
+        [*ticker_cmd(), "--config", str(cfg), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        cwd=cfg.parent,
+    )
+    latest = Loop(cfg, ("latest",))
+    charts = Loop(cfg, ("chart",))
+    checks = Loop(cfg, ("check", "--json"))
+    for loop in (latest, charts, checks):
+        loop.thread.start()
+    backfill = run_ticker(cfg, "backfill", str(dumps), timeout=LOCK_TIMEOUT + 120)
+    backfill_done = time.monotonic() - started
+    latest_runs = latest.finish()
+    chart_runs = charts.finish()
+    check_runs = checks.finish()
+    while len(server.seen) < 3 and time.monotonic() - started < 60:
+        time.sleep(0.1)
+    daemon.send_signal(signal.SIGTERM)
+    out, err = daemon.communicate(timeout=40)
 
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     assert f"files read:               {DUMPS}" in backfill.stdout
     # the daemon: scraped, never failed a job, stopped cleanly on SIGTERM
     assert daemon.returncode == 0, err
-    assert server.requests >= 3
+    assert len(server.seen) >= 3
     assert "job failed" not in err, err
     assert "timesca ok" in err, err
     # every command finished, and no wait came near the bound
@@ -124,7 +125,7 @@ def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path) -> None:
     print(
         f"backfill of {DUMPS} dumps {backfill_done:.1f} s alongside {len(latest_runs)} "
         f"latest, {len(chart_runs)} chart, {len(check_runs)} check runs and "
-        f"{server.requests} daemon scrapes; longest latest "
+        f"{len(server.seen)} daemon scrapes; longest latest "
         f"{max(r[1] for r in latest_runs):.2f} s"
     )
 
@@ -137,56 +138,56 @@ time.sleep(120)
 """
 
 
-def test_a_wait_that_runs_out_names_the_file_and_the_holder(tmp_path: Path) -> None:
+def test_a_wait_that_runs_out_names_the_file_and_the_holder(
+    tmp_path: Path, server: LocalServer
+) -> None:
     """Every command that needs the database, while another process holds it for longer
     than lock_timeout: each gives up after about lock_timeout, and says which file,
     which process, how long it waited, and what to do."""
     series = simulate(date(2024, 1, 1), 3)
     dumps = tmp_path / "dumps"
     write_dumps(dumps, series)
-    with PageServer(html_page(series[-1].quotes, series[-1].date)) as server:
-        cfg = daemon_config(tmp_path / "w", server.url, lock_timeout=1)
-        run_ticker(cfg, "backfill", str(dumps), check=True)
-        db = cfg.parent / "ticker.duckdb"
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
-            commands = {
-                "latest": ("latest",),
-                "history": ("history", "KZT"),
-                "export": ("export",),
-                "check": ("check",),
-                "status": ("status",),
-                "chart": ("chart",),
-                "backfill": ("backfill", str(dumps), "--date", "2024-02-01"),
-                "scrape": ("scrape",),
-            }
-            t0 = time.monotonic()
-            procs = {
-                name: subprocess.Popen(
-                    [*ticker_cmd(), "--config", str(cfg), *args],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=env(),
-                    cwd=cfg.parent,
-                )
-                for name, args in commands.items()
-            }
-            results = {
-                name: (*p.communicate(timeout=30), p.returncode) for name, p in procs.items()
-            }
-            elapsed = time.monotonic() - t0
-        finally:
-            holder.kill()
-            holder.wait()
-        # the scrape kept its attempt aside; the next one, with the file free, records it
-        pending = list((cfg.parent / "pages" / ".pending").glob("*.json"))
-        assert len(pending) == 1
-        assert run_ticker(cfg, "scrape").returncode == 0
-        assert not pending[0].exists()
+    server.route("/", html(html_page(series[-1].quotes, series[-1].date)))
+    cfg = daemon_config(tmp_path / "w", server.url("/"), lock_timeout=1)
+    run_ticker(cfg, "backfill", str(dumps), check=True)
+    db = cfg.parent / "ticker.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        commands = {
+            "latest": ("latest",),
+            "history": ("history", "KZT"),
+            "export": ("export",),
+            "check": ("check",),
+            "status": ("status",),
+            "chart": ("chart",),
+            "backfill": ("backfill", str(dumps), "--date", "2024-02-01"),
+            "scrape": ("scrape",),
+        }
+        t0 = time.monotonic()
+        procs = {
+            name: subprocess.Popen(
+                [*ticker_cmd(), "--config", str(cfg), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env(),
+                cwd=cfg.parent,
+            )
+            for name, args in commands.items()
+        }
+        results = {name: (*p.communicate(timeout=30), p.returncode) for name, p in procs.items()}
+        elapsed = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    # the scrape kept its attempt aside; the next one, with the file free, records it
+    pending = list((cfg.parent / "pages" / ".pending").glob("*.json"))
+    assert len(pending) == 1
+    assert run_ticker(cfg, "scrape").returncode == 0
+    assert not pending[0].exists()
     assert elapsed < 15  # each waited about lock_timeout = 1 s, not forever
     for name, (stdout, stderr, code) in results.items():
         text = stdout + stderr

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from _trust import env, run_ticker, write_config
 from pages import DayQuotes, html_page, no_ticker_page, simulate, write_dumps
+from servers import LocalServer, html
 
 from ticker.store import Store
 
@@ -347,61 +348,61 @@ DAEMON_KILLS = 8
 
 
 @pytest.mark.slow
-def test_kill_9_daemon_mid_job(tmp_path: Path) -> None:
+def test_kill_9_daemon_mid_job(tmp_path: Path, server: LocalServer) -> None:
     """`ticker run` killed at random moments, jobs every second: the store is whole each
     time, every archived page reads whole, and what the archive holds is what a fresh
     database loaded from it holds."""
     pytest.importorskip("ticker.scheduler")
-    from _trust import PageServer, daemon_config
+    from _trust import daemon_config
 
     from ticker.dumps import expand, read_pages
 
     series = simulate(date(2025, 1, 1), 500, seed=5)
-    bodies = [html_page(d.quotes, d.date).encode() for d in series]
     rng = random.Random(99)
-    with PageServer(lambda n: bodies[min(n, len(bodies)) - 1]) as server:
-        cfg = daemon_config(tmp_path / "daemon", server.url, scrape=1)
-        db = cfg.parent / "ticker.duckdb"
-        archive = cfg.parent / "pages"
-        seen: set[Path] = set()
-        for _ in range(DAEMON_KILLS):
-            proc = subprocess.Popen(
-                [*_ticker(), "--config", str(cfg), "run"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env(),
-                cwd=cfg.parent,
-            )
-            time.sleep(rng.uniform(0.8, 2.5))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if db.exists():
-                verify(db)
-                with Store.open(db, lock_timeout=5, read_only=True) as store:
-                    dangling = store.con.execute(
-                        """SELECT count(*) FROM attempts a
-                           WHERE a.capture_id IS NOT NULL
-                             AND a.capture_id NOT IN (SELECT id FROM captures)"""
-                    ).fetchall()[0][0]
-                assert dangling == 0, "an attempt points at a capture that is not there"
-            for path in expand([str(archive)])[0]:
-                if path not in seen:
-                    seen.add(path)
-                    assert len(list(read_pages(path))) == 1  # whole, or not there at all
-        assert server.requests >= DAEMON_KILLS
-        # the next daemon run records what a kill left aside, and stops cleanly
+    # the n-th request gets the page of the n-th day (the last repeats)
+    server.route("/", *(html(html_page(d.quotes, d.date)) for d in series))
+    cfg = daemon_config(tmp_path / "daemon", server.url("/"), scrape=1)
+    db = cfg.parent / "ticker.duckdb"
+    archive = cfg.parent / "pages"
+    seen: set[Path] = set()
+    for _ in range(DAEMON_KILLS):
         proc = subprocess.Popen(
             [*_ticker(), "--config", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.DEVNULL,
             env=env(),
             cwd=cfg.parent,
         )
-        time.sleep(2.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=40)
-        assert proc.returncode == 0, err
+        time.sleep(rng.uniform(0.8, 2.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if db.exists():
+            verify(db)
+            with Store.open(db, lock_timeout=5, read_only=True) as store:
+                dangling = store.con.execute(
+                    """SELECT count(*) FROM attempts a
+                       WHERE a.capture_id IS NOT NULL
+                         AND a.capture_id NOT IN (SELECT id FROM captures)"""
+                ).fetchall()[0][0]
+            assert dangling == 0, "an attempt points at a capture that is not there"
+        for path in expand([str(archive)])[0]:
+            if path not in seen:
+                seen.add(path)
+                assert len(list(read_pages(path))) == 1  # whole, or not there at all
+    assert len(server.seen) >= DAEMON_KILLS
+    # the next daemon run records what a kill left aside, and stops cleanly
+    proc = subprocess.Popen(
+        [*_ticker(), "--config", str(cfg), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        cwd=cfg.parent,
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err
     verify(db)
     # pages archived but not stored (killed in between) are in the archive: a backfill of
     # it reaches the same series as a fresh database loaded from the archive alone

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +26,6 @@ from ticker.scheduler import Daemon, build_scheduler, cron_weekdays, job_specs, 
 
 NOW = datetime(2025, 3, 20, 10, 7, 30, tzinfo=UTC)  # a Thursday
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 def fires(trigger: Any, now: datetime, n: int = 3) -> list[datetime]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 from pages import html_page
@@ -34,12 +33,6 @@ from ticker.fetch import USER_AGENT, Fetched, fetch, make_session
 from ticker.models import Outcome
 
 HTTP = HttpConfig(timeout=2.0, max_bytes=5 * 1024 * 1024, retries=2, backoff=0, max_retry_after=2)
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> Fetched:

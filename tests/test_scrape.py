@@ -42,12 +42,6 @@ NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
-
-
-@pytest.fixture
 def config(tmp_path: Path, server: LocalServer) -> Config:
     return load_config(write_config(tmp_path, server.url("/"), timeout=1.0, max_bytes=1 << 20))
 

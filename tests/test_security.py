@@ -11,18 +11,17 @@ import shutil
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from _trust import PageServer, env, run_ticker, ticker_cmd, write_config
+from _trust import env, run_ticker, ticker_cmd, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 from pages import PAIRS, html_page, simulate, text_page
+from servers import LocalServer, html
 
 from ticker.config import HttpConfig, load_config
 from ticker.errors import ConfigError, FetchError
@@ -304,29 +303,12 @@ def https_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         check=True,
         capture_output=True,
     )  # fmt: skip
-    day = simulate(date(2025, 3, 20), 1)[0]
-    body = html_page(day.quotes, day.date).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(d / "cert.pem", d / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    day = simulate(date(2025, 3, 20), 1)[0]
+    with LocalServer(tls=context) as server:
+        server.route("/", html(html_page(day.quotes, day.date), ctype="text/html"))
+        yield server.url("/")
 
 
 def test_a_self_signed_certificate_is_refused(https_server: str) -> None:
@@ -433,15 +415,16 @@ def test_sql_metacharacters_in_pages_and_paths_are_data(tmp_path: Path) -> None:
     assert len(rows) == 5
 
 
-def test_server_content_does_not_reach_a_path(tmp_path: Path) -> None:
+def test_server_content_does_not_reach_a_path(tmp_path: Path, server: LocalServer) -> None:
     """A live page whose final URL and headers hold '../': the archive file is named by
     the source, the time and a random id; nothing else is written."""
     d = simulate(date(2025, 3, 20), 1)[0]
-    with PageServer(html_page(d.quotes, d.date)) as server:
-        cfg = write_config(tmp_path, extra="\n[http]\nretries = 0\n")
-        cfg.write_text(cfg.read_text().replace("https://timesca.com/", server.url + "../../x"))
-        before = _files(tmp_path)
-        proc = run_ticker(cfg, "scrape")
+    server.route("/x", html(html_page(d.quotes, d.date)))  # "/../../x", its dots resolved
+    cfg = write_config(tmp_path, extra="\n[http]\nretries = 0\n")
+    url = server.url("/") + "../../x"
+    cfg.write_text(cfg.read_text().replace("https://timesca.com/", url))
+    before = _files(tmp_path)
+    proc = run_ticker(cfg, "scrape")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     new = _files(tmp_path) - before
     archived = [p for p in new if p.startswith("pages/")]

@@ -4,7 +4,6 @@ stale and failing; exit code 0 only when every source is fresh and working."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,12 +22,6 @@ from ticker.config import Config, load_config
 
 ALMATY = ZoneInfo("Asia/Almaty")
 NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 @pytest.fixture

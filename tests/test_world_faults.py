@@ -174,12 +174,6 @@ def test_backfill_on_a_full_disk_is_one_line_and_loses_nothing(small_disk: Small
 # --- scrape: what the store cannot take waits, and is stored later ------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
-
-
 def daily_pages(server: LocalServer, first: int = 20, days: int = 6) -> None:
     """Each fetch of / gives the page of the next day of March 2025 (the last repeats)."""
     server.route("/", *(html(html_page(day=f"{d} March 2025")) for d in range(first, first + days)))

@@ -7,9 +7,10 @@ difference in stdout, stderr, exit code, exported bytes and stored rows. Volatil
 (durations, clock times, ages, temporary paths) are masked first.
 
 The sequence: the sample dumps and every parser fixture (backfill, re-run, --date),
-latest, history, export in three formats, check, status, chart; a scrape against a
-page server on 127.0.0.1; and two generated corpora through the worker pool (many
-pages per date; one page per date with new values every day).
+latest, history, export in three formats, check, status, chart; a scrape against the
+test suite's local server (tests/servers.py); and two generated corpora (tests/pages.py)
+through the worker pool (many pages per date; one page per date with new values every
+day).
 
     .venv/bin/python tests/benchmarks/compare_outputs.py REV        # e.g. main~3
     .venv/bin/python tests/benchmarks/compare_outputs.py REV --keep /tmp/cmp
@@ -22,14 +23,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import date
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from pages import html_page, simulate, write_dumps  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 DUMPS = REPO / "tests" / "fixtures" / "dumps"
 MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -172,23 +172,6 @@ def steps(side: Side, corpora: Path) -> list[tuple[str, Callable[[], str]]]:
     ]
 
 
-def serve(body: bytes) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
-
-
 def make_corpora(root: Path) -> None:
     """600 dumps, 5 per date (the pool path), and 600 dumps of a new day each."""
     days = simulate(date(2016, 1, 1), 120)
@@ -214,15 +197,14 @@ def main() -> int:
     subprocess.run(["tar", "-x", "-C", str(base_code)], input=archive, check=True)
     corpora = work / "corpora"
     make_corpora(corpora)
-    server, url = serve(html_page(day="20 March 2025").encode())
-    try:
+    with LocalServer() as server:
+        server.route("/", html(html_page(day="20 March 2025")))
+        url = server.url("/")
         sides = [
             Side(f"base ({args.rev})", base_code, work / "base", url),
             Side("working tree", REPO, work / "head", url),
         ]
         outputs = [[(name, fn()) for name, fn in steps(side, corpora)] for side in sides]
-    finally:
-        server.shutdown()
     differ = 0
     for (name, a), (_, b) in zip(outputs[0], outputs[1], strict=True):
         if a == b:
