@@ -553,8 +553,7 @@ def test_an_unknown_currency_code_is_reported_and_not_stored(project: Project) -
 
 
 def test_only_the_configured_pairs_are_stored(tmp_path: Path) -> None:
-    extra = '[[sources]]\nname = "timesca"\npairs = ["KZT/USD", "UZS/USD"]\n'
-    project = Project(tmp_path / "p", extra=extra)
+    project = Project(tmp_path / "p", pairs=("KZT/USD", "UZS/USD"))
     project.write("page.txt", text_page())
 
     result = project.backfill()

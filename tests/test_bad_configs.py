@@ -11,12 +11,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import Project, one_error_line, ticker_subprocess
+from click.testing import Result
+from conftest import Project, one_error_line, ticker_in_process, ticker_subprocess
 from pages import html_page, text_page
 from servers import LocalServer, html
 
-from ticker.cli import cli
 from ticker.config import load_config
 from ticker.errors import ConfigError
 
@@ -194,7 +193,7 @@ def test_a_bad_config_file_is_one_line_naming_it(project: Project, case: str) ->
     make, expected = FILES[case]
     path = make(project.root)
 
-    result = CliRunner().invoke(cli, ["--config", str(path), "latest"])
+    result = ticker_in_process(path, "latest")
 
     assert result.exit_code == 2, result.output
     message = one_error_line(result.stderr)

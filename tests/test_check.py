@@ -10,8 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from _trust import write_config
-from click.testing import CliRunner
+from conftest import ticker_in_process, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 from pages import PAIRS, DayQuotes, Quote, printed_change, simulate, text_page
@@ -27,7 +26,6 @@ from ticker.check import (
     rate_interval,
     run_check,
 )
-from ticker.cli import cli
 from ticker.config import load_config
 
 START = date(2024, 1, 1)
@@ -248,7 +246,7 @@ def _load(tmp_path: Path, pages: dict[str, str], **config: object) -> Path:
     for name, text in pages.items():
         (dumps / name).parent.mkdir(parents=True, exist_ok=True)
         (dumps / name).write_text(text, encoding="utf-8")
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "backfill", str(dumps)])
+    result = ticker_in_process(cfg, "backfill", str(dumps))
     assert result.exit_code == 0, result.output
     return cfg
 
@@ -258,7 +256,7 @@ def _pages(series: list[DayQuotes]) -> dict[str, str]:
 
 
 def _check(cfg: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "check", *args])
+    result = ticker_in_process(cfg, "check", *args)
     return result.exit_code, result.stdout
 
 
@@ -326,7 +324,7 @@ def test_run_check_reads_the_store_read_only(tmp_path: Path) -> None:
 
 
 def test_check_help_has_an_example() -> None:
-    result = CliRunner().invoke(cli, ["check", "--help"])
+    result = ticker_in_process(None, "check", "--help")
     assert result.exit_code == 0
     assert "Example" in result.output and "ticker check --json" in result.output
 

@@ -16,12 +16,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from _trust import daemon_config, env, run_ticker, ticker_cmd, write_config
+from conftest import LOCAL_HTTP, QUICK_SCHEDULE, start_ticker, ticker_subprocess, write_config
 from pages import html_page, simulate, write_dumps
 from servers import LocalServer, html
 
 DUMPS = 5000
 LOCK_TIMEOUT = 20
+# The daemon's source: the local server, scraped every second; charts hourly.
+DAEMON_HTTP = LOCAL_HTTP | {"timeout": 5, "retries": 0}
+DAEMON_SCHEDULE = QUICK_SCHEDULE | {"charts": 3600}
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Loop:
     def _run(self) -> None:
         while not self.stop.is_set():
             t0 = time.monotonic()
-            proc = run_ticker(self.config, *self.args, timeout=LOCK_TIMEOUT + 60)
+            proc = ticker_subprocess(self.config, *self.args, timeout=LOCK_TIMEOUT + 60)
             self.runs.append((proc.returncode, time.monotonic() - t0, proc.stdout, proc.stderr))
 
     def finish(self) -> list[tuple[int, float, str, str]]:
@@ -63,27 +66,26 @@ def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path, server: LocalS
     # the reference: the dumps and the live page loaded one after the other, alone
     ref = write_config(tmp_path / "reference")
     (tmp_path / "live.html").write_text(live, encoding="utf-8")
-    run_ticker(ref, "backfill", str(dumps), str(tmp_path / "live.html"), check=True)
-    reference = run_ticker(ref, "export", check=True).stdout
+    ticker_subprocess(ref, "backfill", str(dumps), str(tmp_path / "live.html"), check=True)
+    reference = ticker_subprocess(ref, "export", check=True).stdout
     assert reference.count("\n") == (DUMPS + 1) * 5 + 1
 
     server.route("/", html(live))
-    cfg = daemon_config(tmp_path / "shared", server.url("/"), lock_timeout=LOCK_TIMEOUT)
-    started = time.monotonic()
-    daemon = subprocess.Popen(
-        [*ticker_cmd(), "--config", str(cfg), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-        cwd=cfg.parent,
+    cfg = write_config(
+        tmp_path / "shared",
+        url=server.url("/"),
+        lock_timeout=LOCK_TIMEOUT,
+        http=DAEMON_HTTP,
+        schedule=DAEMON_SCHEDULE,
     )
+    started = time.monotonic()
+    daemon = start_ticker(cfg, "run", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     latest = Loop(cfg, ("latest",))
     charts = Loop(cfg, ("chart",))
     checks = Loop(cfg, ("check", "--json"))
     for loop in (latest, charts, checks):
         loop.thread.start()
-    backfill = run_ticker(cfg, "backfill", str(dumps), timeout=LOCK_TIMEOUT + 120)
+    backfill = ticker_subprocess(cfg, "backfill", str(dumps), timeout=LOCK_TIMEOUT + 120)
     backfill_done = time.monotonic() - started
     latest_runs = latest.finish()
     chart_runs = charts.finish()
@@ -118,8 +120,8 @@ def test_backfill_chart_latest_and_daemon_at_once(tmp_path: Path, server: LocalS
     for pair in ("KGS-USD", "KZT-USD", "TJS-USD", "UZS-USD", "TMT-USD", "overview"):
         assert (cfg.parent / "charts" / f"{pair}.png").stat().st_size > 10_000
     # nothing lost: the same export as the reference, every attempt recorded
-    assert run_ticker(cfg, "export", check=True).stdout == reference
-    status = json.loads(run_ticker(cfg, "status", "--json").stdout)
+    assert ticker_subprocess(cfg, "export", check=True).stdout == reference
+    status = json.loads(ticker_subprocess(cfg, "status", "--json").stdout)
     assert status[0]["last_outcome"] == "ok"
     assert not list((cfg.parent / "pages" / ".pending").glob("*.json"))
     print(
@@ -148,8 +150,14 @@ def test_a_wait_that_runs_out_names_the_file_and_the_holder(
     dumps = tmp_path / "dumps"
     write_dumps(dumps, series)
     server.route("/", html(html_page(series[-1].quotes, series[-1].date)))
-    cfg = daemon_config(tmp_path / "w", server.url("/"), lock_timeout=1)
-    run_ticker(cfg, "backfill", str(dumps), check=True)
+    cfg = write_config(
+        tmp_path / "w",
+        url=server.url("/"),
+        lock_timeout=1,
+        http=DAEMON_HTTP,
+        schedule=DAEMON_SCHEDULE,
+    )
+    ticker_subprocess(cfg, "backfill", str(dumps), check=True)
     db = cfg.parent / "ticker.duckdb"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
@@ -168,14 +176,7 @@ def test_a_wait_that_runs_out_names_the_file_and_the_holder(
         }
         t0 = time.monotonic()
         procs = {
-            name: subprocess.Popen(
-                [*ticker_cmd(), "--config", str(cfg), *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env(),
-                cwd=cfg.parent,
-            )
+            name: start_ticker(cfg, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for name, args in commands.items()
         }
         results = {name: (*p.communicate(timeout=30), p.returncode) for name, p in procs.items()}
@@ -186,7 +187,7 @@ def test_a_wait_that_runs_out_names_the_file_and_the_holder(
     # the scrape kept its attempt aside; the next one, with the file free, records it
     pending = list((cfg.parent / "pages" / ".pending").glob("*.json"))
     assert len(pending) == 1
-    assert run_ticker(cfg, "scrape").returncode == 0
+    assert ticker_subprocess(cfg, "scrape").returncode == 0
     assert not pending[0].exists()
     assert elapsed < 15  # each waited about lock_timeout = 1 s, not forever
     for name, (stdout, stderr, code) in results.items():

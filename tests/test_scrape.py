@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LOCAL_HTTP, write_config
 from pages import MARCH_20, PAIRS, bullet_page, changed_markup_page, html_page, no_ticker_page
 from servers import (
     LocalServer,
@@ -26,7 +27,6 @@ from servers import (
     status,
     stream,
     truncated,
-    write_config,
 )
 
 from ticker import backfill as backfill_job
@@ -43,7 +43,11 @@ NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 
 @pytest.fixture
 def config(tmp_path: Path, server: LocalServer) -> Config:
-    return load_config(write_config(tmp_path, server.url("/"), timeout=1.0, max_bytes=1 << 20))
+    return load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"timeout": 1.0, "max_bytes": 1 << 20}
+        )
+    )
 
 
 def query(config: Config, sql: str) -> list[tuple[Any, ...]]:
@@ -104,7 +108,7 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
     # Into a fresh store it gives the same series and capture time.
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    cfg2 = load_config(write_config(fresh, server.url("/")))
+    cfg2 = load_config(write_config(fresh, url=server.url("/")))
     summary = backfill_job.backfill(cfg2, [str(config.archive_dir)], now=late)
     assert summary.new == 5 and summary.unreadable == []
     assert query(cfg2, "SELECT quote_date, date_basis, epoch_ms(captured_at) FROM captures") == [
@@ -179,7 +183,9 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
     if where == "refused":
         faulty = tmp_path / "refused"
         faulty.mkdir()
-        cfg = load_config(write_config(faulty, refused_url(), timeout=1.0))
+        cfg = load_config(
+            write_config(faulty, url=refused_url(), http=LOCAL_HTTP | {"timeout": 1.0})
+        )
         cfg = replace(cfg, store_path=config.store_path, archive_dir=config.archive_dir)
     else:
         assert replies is not None

@@ -9,15 +9,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
+from conftest import LOCAL_HTTP, ticker_in_process, write_config
 from pages import html_page
-from servers import LocalServer, html, status, write_config
+from servers import LocalServer, html, status
 
 from ticker import backfill as backfill_job
 from ticker import scrape as scrape_job
 from ticker import spool
 from ticker import status as status_job
-from ticker.cli import cli
 from ticker.config import Config, load_config
 
 ALMATY = ZoneInfo("Asia/Almaty")
@@ -27,14 +26,17 @@ NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 @pytest.fixture
 def cfg_path(tmp_path: Path, server: LocalServer) -> Path:
     return write_config(
-        tmp_path, server.url("/"), retries=0, extra='[status]\nstale_after = "2d"\n'
+        tmp_path,
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"retries": 0},
+        extra='[status]\nstale_after = "2d"\n',
     )
 
 
 def test_nothing_yet_is_stale(cfg_path: Path) -> None:
     [s] = status_job.status(load_config(cfg_path), NOW)
     assert s.last_attempt is None and s.newest_date is None and s.stale and not s.failing
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert "no observation stored yet" in result.output
 
@@ -77,13 +79,12 @@ def _today_page() -> str:
 
 
 def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> None:
-    runner = CliRunner()
     server.route("/", html(_today_page()))
-    scraped = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    scraped = ticker_in_process(cfg_path, "scrape")
     assert scraped.exit_code == 0, scraped.output
     assert scraped.output.startswith("timesca ok: HTTP 200")
 
-    result = runner.invoke(cli, ["--config", str(cfg_path), "status", "--json"])
+    result = ticker_in_process(cfg_path, "status", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
     assert row["source"] == "timesca" and row["last_outcome"] == "ok"
@@ -92,9 +93,9 @@ def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> 
     assert set(row) >= {"last_attempt", "last_success", "age_seconds", "failing", "url"}
 
     server.route("/", status(404))
-    failed = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    failed = ticker_in_process(cfg_path, "scrape")
     assert failed.exit_code == 1 and "timesca http_error: HTTP 404" in failed.output
-    result = runner.invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert "timesca: failing: the last attempt failed" in result.output
     assert "HTTP 404" in result.output
@@ -105,7 +106,7 @@ def test_status_mentions_a_spool_file_it_cannot_read(cfg_path: Path) -> None:
     pending = config.archive_dir / spool.SPOOL_DIR
     pending.mkdir(parents=True)
     (pending / "x.json").write_text("{}")  # JSON, but not an attempt
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert f"set aside: 1 spooled attempt in {pending} cannot be read" in result.output
 
@@ -124,7 +125,7 @@ def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) 
     assert s.age is not None and s.age < 0  # the truth, not clamped to "fresh"
     assert s.as_dict()["future_date"] is True
 
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     table, reason = result.output.splitlines()[1], result.output.splitlines()[-1]
     assert table.split()[-2:] == ["2100-01-01", "future"]

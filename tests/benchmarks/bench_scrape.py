@@ -33,8 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
+from conftest import LOCAL_HTTP, write_config  # noqa: E402
 from pages import html_page  # noqa: E402
-from servers import LocalServer, html, write_config  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 from ticker import scrape as scrape_job  # noqa: E402
 from ticker.archive import archive_page  # noqa: E402
@@ -108,7 +109,9 @@ def main() -> None:
     body = html_page(kb=args.kb).encode()
     with LocalServer() as server, tempfile.TemporaryDirectory() as tmp:
         server.route("/", html(body))
-        config = load_config(write_config(Path(tmp), server.url("/"), timeout=10))
+        config = load_config(
+            write_config(Path(tmp), url=server.url("/"), http=LOCAL_HTTP | {"timeout": 10})
+        )
         url = server.url("/")
         start = datetime(2025, 3, 20, tzinfo=UTC)
         clock = (start + timedelta(minutes=30 * i) for i in range(10**6))

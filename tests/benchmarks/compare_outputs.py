@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
+from conftest import ticker_subprocess, write_config  # noqa: E402
 from pages import html_page, simulate, write_dumps  # noqa: E402
 from servers import LocalServer, html  # noqa: E402
 
@@ -73,25 +73,24 @@ class Side:
     def __init__(self, name: str, code: Path, root: Path, url: str) -> None:
         self.name, self.code, self.root = name, code, root
         root.mkdir(parents=True)
-        (root / "config.toml").write_text(
-            f'[store]\npath = "db/ticker.duckdb"\nlock_timeout = 10\n\n'
-            f'[[sources]]\nname = "timesca"\nurl = "{url}"\ntimezone = "Asia/Almaty"\n\n'
-            '[http]\ntimeout = 5\nretries = 0\n\n[archive]\ndir = "db/pages"\n\n'
-            '[charts]\ndir = "charts"\n',
-            encoding="utf-8",
+        # only keys every version knows: no [schedule], [http] just what the scrape needs
+        write_config(
+            root,
+            store="db/ticker.duckdb",
+            lock_timeout=10,
+            url=url,
+            http={"timeout": 5, "retries": 0},
+            schedule={},
+            archive="db/pages",
         )
 
     def run(self, *args: str) -> str:
-        env = dict(os.environ, PYTHONPATH=str(self.code), PYTHONDONTWRITEBYTECODE="1")
-        env.pop("TICKER_CONFIG", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "ticker", "--config", "config.toml", *args],
-            capture_output=True,
-            text=True,
+        proc = ticker_subprocess(
+            Path("config.toml"),
+            *args,
             cwd=self.root,
-            env=env,
+            env={"PYTHONPATH": str(self.code)},
             timeout=600,
-            check=False,
         )
         text = f"$ ticker {' '.join(args)}\n[exit {proc.returncode}]\n{proc.stdout}{proc.stderr}"
         return mask(text, self.root)
