@@ -25,9 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from conftest import LOCAL_HTTP, write_config
+from pages import printed_change
 from servers import _Handler
 
 # What each bank publishes: its key, the currency, the decimals, whether it publishes
@@ -244,40 +247,19 @@ def reply_json(body: Any, status: int = 200) -> Callable[[_Handler], None]:
 
 
 def reference_config(
-    directory: Any, ticker_url: str, reference_url: str, extra: str = "", timeout: float = 2
-) -> Any:
-    """A config.toml for the reference tests: store and archive in `directory`, the
-    ticker at `ticker_url`, the stand-in at `reference_url`, short HTTP waits."""
-    path = directory / "config.toml"
-    path.write_text(
-        f"""[store]
-path = "ticker.duckdb"
-lock_timeout = 2
-
-[[sources]]
-name = "timesca"
-url = "{ticker_url}"
-timezone = "Asia/Almaty"
-
-[http]
-timeout = {timeout}
-retries = 1
-backoff = 0
-max_retry_after = 1
-deadline = 10
-
-[archive]
-dir = "pages"
-
-[charts]
-dir = "charts"
-
-[reference]
-url = "{reference_url}"
-{extra}""",
-        encoding="utf-8",
+    directory: Path, ticker_url: str, reference_url: str, extra: str = "", timeout: float = 2
+) -> Path:
+    """A config for the reference tests (conftest's write_config): the store, archive and
+    charts in `directory`, the ticker at `ticker_url`, the stand-in at `reference_url`,
+    short waits (`timeout` for [http] timeout); `extra`: more [reference] keys."""
+    http = LOCAL_HTTP | {"timeout": timeout, "retries": 1, "max_retry_after": 1, "deadline": 10}
+    return write_config(
+        directory,
+        lock_timeout=2,
+        url=ticker_url,
+        http=http,
+        extra=f"\n[reference]\nurl = {json.dumps(reference_url)}\n{extra}",
     )
-    return path
 
 
 def in_force(series: Mapping[date, str], day: date) -> str | None:
@@ -303,9 +285,6 @@ def ticker_quotes(
         if now is None or before is None:
             continue
         value, prev = 1 / Decimal(now), 1 / Decimal(before)
-        change = (value / prev - 1) * 100
-        printed = f"{change:.2f}".rstrip("0").rstrip(".")
-        if printed in ("0", "-0"):
-            printed = "-0" if change < 0 else "0"
-        out.append((quote, f"{value:.5f}", printed))
+        change = float((value / prev - 1) * 100)
+        out.append((quote, f"{value:.5f}", printed_change(change)))
     return out

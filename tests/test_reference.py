@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import text_page
 from frankfurter import BANKS, Frankfurter, json_number, reference_config, reply_json
 from frankfurter import ticker_quotes as printed_quotes
-from servers import LocalServer, hang, html, page, refused_url, status
+from pages import html_page, text_page
+from servers import LocalServer, hang, html, refused_url, status
 
 from ticker.charts.data import chart_data
 from ticker.charts.draw import build_pair_figure
@@ -62,7 +62,7 @@ def bank(rates: dict[str, dict[date, str]]) -> Frankfurter:
 def server(bank: Frankfurter) -> Iterator[LocalServer]:
     with LocalServer() as s:
         s.route("/v2/rates", bank)
-        s.route("/", html(page(date="20 March 2025")))
+        s.route("/", html(html_page(day="20 March 2025")))
         yield s
 
 
@@ -378,7 +378,7 @@ def test_a_failing_reference_server_is_a_line_an_attempt_and_no_harm(
 ) -> None:
     reply, outcome, words = FAULTS[fault]
     with LocalServer() as server:
-        server.route("/", html(page(date="20 March 2025")))
+        server.route("/", html(html_page(day="20 March 2025")))
         url = refused_url().rstrip("/") + "/v2" if reply is None else server.url("/v2")
         if reply is not None:
             server.route("/v2/rates", reply)

@@ -34,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import text_page  # noqa: E402
 from frankfurter import BANKS, PEG, Frankfurter, json_number, reference_config  # noqa: E402
 from frankfurter import ticker_quotes as printed_quotes  # noqa: E402
+from pages import text_page  # noqa: E402
 from servers import LocalServer  # noqa: E402
 
 from ticker.config import load_config  # noqa: E402
