@@ -10,7 +10,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "ticker"
 EVERYWHERE = {"config", "models", "errors"}  # any module may import these
-JOBS = {"backfill", "scrape", "spool", "status", "series", "export", "check", "charts"}
+JOBS = {
+    "backfill",
+    "scrape",
+    "reference",
+    "spool",
+    "status",
+    "series",
+    "export",
+    "check",
+    "charts",
+}
 ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \|([^|]*)\|$")
 
 

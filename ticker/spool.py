@@ -27,13 +27,16 @@ SET_ASIDE = ".bad"  # a spool file that cannot be read is renamed to this suffix
 
 
 def with_counts(attempt: Attempt, record: Record, counts: WriteCounts) -> Attempt:
-    """The attempt with what writing its page added."""
+    """The attempt with what writing its page added (of a batch: its own part)."""
+    new, already, revised = counts.per_record.get(
+        record.page_key, (counts.new, counts.already, counts.revised)
+    )
     return replace(
         attempt,
         capture_id=counts.capture_ids.get(record.page_key),
-        new=counts.new,
-        already=counts.already,
-        revised=counts.revised,
+        new=new,
+        already=already,
+        revised=revised,
     )
 
 
@@ -121,7 +124,7 @@ def flush(config: Config, store: Store, now: datetime) -> None:
     A fault of the store stops here and leaves every entry pending for the next scrape;
     only a file that is not a spooled attempt is set aside (renamed .bad, and reported
     by `ticker status`)."""
-    by_name = {s.name: s for s in config.sources}
+    by_name = {s.name: s for s in (*config.sources, config.reference)}
     for file in spooled_attempts(config):
         try:
             attempt, _ = read_spooled(file)

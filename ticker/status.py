@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ticker import spool
-from ticker.config import Config
+from ticker.config import REFERENCE, REFERENCE_SLACK, Config
 from ticker.models import SUCCESS_OUTCOMES, Attempt
 from ticker.store import Store, read
 
@@ -76,13 +76,17 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
     waiting, unreadable = _spool_report(config)
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         store.verify()  # a health report must not show what it could read of a damaged file
-        health = [read.source_health(store, s.name) for s in config.sources]
+        sources = list(config.sources)
+        # The official rates once they have been asked for (`ticker reference`, the daemon)
+        if REFERENCE in waiting or read.has_source(store, REFERENCE):
+            sources.append(config.reference)
+        health = [read.source_health(store, s.name) for s in sources]
         unstored = [
             _unstored_pages(config, store, s.name, _from_ms(h.last_attempt_ms), waiting)
-            for s, h in zip(config.sources, health, strict=True)
+            for s, h in zip(sources, health, strict=True)
         ]
     out = []
-    for source, h, lost in zip(config.sources, health, unstored, strict=True):
+    for source, h, lost in zip(sources, health, unstored, strict=True):
         age, future = None, False
         if h.newest_date is not None:
             day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
@@ -102,7 +106,7 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
                 failures=h.failures,
                 newest_date=h.newest_date,
                 age=age,
-                stale=age is None or age > config.stale_after or future,
+                stale=age is None or age > stale_after(config, source.name) or future,
                 failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
                 future=future,
                 waiting=len(mine),
@@ -112,6 +116,13 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
             )
         )
     return out
+
+
+def stale_after(config: Config, source: str) -> float:
+    """Seconds after which a source's newest observation is stale: [status] stale_after,
+    and for the official rates REFERENCE_SLACK more (banks publish none at weekends
+    and holidays)."""
+    return config.stale_after + (REFERENCE_SLACK if source == REFERENCE else 0.0)
 
 
 def _spool_report(
