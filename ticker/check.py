@@ -81,11 +81,14 @@ class Snapshot:
     origins: Mapping[tuple[str, str, date], str] = field(default_factory=dict)
 
 
-def snapshot(store: Store, after: date | None = None) -> Snapshot:
+def snapshot(
+    store: Store, after: date | None = None, days: Sequence[Day] | None = None
+) -> Snapshot:
     """Everything the checks read, fetched whole (DuckDB 2 wants every result finished);
-    with `after`, also the origins of the days after that date."""
+    with `after`, also the origins of the days after that date. `days`: the daily series
+    when the caller has read it already."""
     return Snapshot(
-        days=tuple(read.daily(store)),
+        days=tuple(read.daily(store) if days is None else days),
         revisions=tuple(read.revisions(store)),
         bad_pages=tuple(read.inconsistent_pages(store)),
         origins=read.day_origins(store, after) if after is not None else {},
