@@ -16,7 +16,7 @@ $(VENV)/.run: pyproject.toml
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.run
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,serve]'
 	touch $@
 
 # The daemon scrapes every [[sources]] page now and then on [schedule] scrape; Ctrl-C stops it.

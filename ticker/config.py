@@ -43,6 +43,8 @@ MAX_MAX_BYTES = MAX_PAGE_BYTES  # backfill refuses bigger pages: every archived 
 MAX_PERIOD = 366 * DAY  # intervals, misfire grace, stale_after: a year of seconds
 MAX_JITTER = DAY
 MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
+MAX_PORT = 65535
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$")  # a name, an IPv4 or an IPv6 address
 
 
 DEFAULT_LABEL = "The Times of Central Asia (timesca.com) currency ticker"
@@ -90,6 +92,12 @@ class ChartsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only unless the config says otherwise
+    port: int = 8080  # 0: a free port the system picks
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     store_path: Path = Path("db/ticker.duckdb")
@@ -100,6 +108,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     charts: ChartsConfig = field(default_factory=ChartsConfig)
     stale_after: float = 2 * 86400.0
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def source(self, name: str | None) -> Source:
         """The source called `name`, or the first configured one."""
@@ -397,7 +406,10 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
 def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     # Rejects unknown top-level tables; each table's keys are checked by its own reader.
     _Reader(
-        path, raw, "config", {"store", "sources", "http", "archive", "schedule", "charts", "status"}
+        path,
+        raw,
+        "config",
+        {"store", "sources", "http", "archive", "schedule", "charts", "status", "serve"},
     )
     store = _Reader(path, raw.get("store", {}), "store", {"path", "lock_timeout"})
     http = _Reader(
@@ -415,6 +427,14 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     )
     charts = _Reader(path, raw.get("charts", {}), "charts", {"dir", "window_days", "display"})
     status = _Reader(path, raw.get("status", {}), "status", {"stale_after"})
+    serve = _Reader(path, raw.get("serve", {}), "serve", {"host", "port"})
+    host = serve.get("host", str, "127.0.0.1", "a host name or IP address to listen on")
+    if not _HOST_RE.match(host):
+        raise serve._fail("host", 'a host name or IP address like "127.0.0.1" or "::1"')
+    want_port = f"a port number from 0 to {MAX_PORT} (0: any free port)"
+    port: int = serve.get("port", int, 8080, want_port)
+    if not 0 <= port <= MAX_PORT:
+        raise serve._fail("port", want_port)
 
     raw_sources = raw.get("sources", [{}])
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -457,4 +477,5 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             display=display,
         ),
         stale_after=status.duration("stale_after", 2 * 86400.0),
+        serve=ServeConfig(host=host, port=port),
     )
