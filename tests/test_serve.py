@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,8 @@ import duckdb
 import pytest
 import requests
 from conftest import Project, one_error_line, ticker_subprocess
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from serving import Served, Site, build_site
 
@@ -119,6 +122,19 @@ def fewest_digits(rate: Decimal, printed: str) -> bool:
     return not any(c > 0 and stands_for(c, printed) for c in (below, below + step))
 
 
+@settings(max_examples=300, deadline=None)
+@given(mantissa=st.integers(1, 10**8), places=st.integers(0, 8))
+def test_an_inverse_has_the_fewest_digits_the_printed_ones_allow(
+    mantissa: int, places: int
+) -> None:
+    printed = format(Decimal(mantissa).scaleb(-places), "f")
+    text = precision.inverse_text(printed) or ""
+    assert re.fullmatch(r"[1-9][0-9]*|0\.[0-9]*[1-9]|[1-9][0-9]*\.[0-9]*[1-9]", text), text
+    rate = Decimal(text)
+    assert stands_for(Fraction(rate), printed)
+    assert fewest_digits(rate, printed)
+
+
 def test_latest_is_one_record_per_currency_per_us_dollar(server: Served, site: Site) -> None:
     records = server.get("/v2/rates").json()
 
@@ -210,6 +226,22 @@ def test_group_gives_one_mean_per_week_or_month(server: Served, site: Site, grou
         days = buckets[date.fromisoformat(r["date"])]
         mean = sum(daily[f"{d}"] for d in days) / len(days)
         assert abs(r["rate"] - mean) / mean < 1e-4, (r, mean)
+
+
+def test_many_clients_at_once_get_the_same_answer(server: Served, site: Site) -> None:
+    """Forty clients ask for ranges no one asked for before, at the same moment: each range
+    is made once, and every client gets it whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = [f"/v2/rates?from={site.days[i % 4]}&quotes=KZT,UZS,TMT" for i in range(40)]
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda u: requests.get(server.url + u, timeout=30), urls))
+    assert {a.status_code for a in answers} == {200}
+    by_url: dict[str, set[bytes]] = {}
+    for url, answer in zip(urls, answers, strict=True):
+        by_url.setdefault(url, set()).add(answer.content)
+    assert all(len(bodies) == 1 for bodies in by_url.values())
+    assert len(by_url) == 4
 
 
 def test_csv_and_ndjson_hold_the_same_records(server: Served, site: Site) -> None:

@@ -86,7 +86,7 @@ class Server:
         self.sources = {s.name: s for s in config.sources}
         self.report: tuple[tuple[str, int], check.Report] | None = None
         self.report_lock = asyncio.Lock()
-        self.making: dict[tuple[Any, ...], asyncio.Future[Answer]] = {}
+        self.making: dict[tuple[Any, ...], asyncio.Future[Answer]] = {}  # answers being made
 
     # --- snapshot, dates, providers -----------------------------------------------------
 
@@ -160,22 +160,20 @@ class Server:
     async def once(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Answer]]) -> Answer:
         """Make an answer once however many requests ask for it at the same time: the
         others wait for the first (50 clients asking for a year after new data arrived
-        would otherwise make it 50 times over)."""
-        pending = self.making.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self.making[key] = future
-        try:
-            made = await make()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no waiter is needed for it to count as seen
-            raise
-        finally:
-            del self.making[key]
-        future.set_result(made)
-        return made
+        would otherwise make it 50 times over). The making is a task of its own, so a
+        client that goes away does not cut it short for the others."""
+        task = self.making.get(key)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self.making[key] = task
+
+            def done(t: asyncio.Future[Answer]) -> None:
+                self.making.pop(key, None)
+                if not t.cancelled():
+                    t.exception()  # seen here, so an error nobody waits for is not logged
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     async def rates_csv(self, request: Request) -> Response:
         return await self.rates(request, csv=True)
