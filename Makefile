@@ -38,6 +38,7 @@ bench: $(VENV)/.test
 	$(BIN)/python tests/benchmarks/bench_startup.py
 	$(BIN)/python tests/benchmarks/bench_scrape.py
 	$(BIN)/python tests/benchmarks/bench_daemon_memory.py
+	$(BIN)/python tests/benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

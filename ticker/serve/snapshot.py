@@ -136,6 +136,8 @@ class Loader:
         started = time.monotonic()
         try:
             with Store.open(config.store_path, 0, read_only=True, upgrade=False) as store:
+                # one thread: these queries are small, and the cores are the daemon's
+                store.con.execute("SET threads = 1")
                 days = read.daily(store)
                 facts = status.gather(config, store, spooled)
                 after = now.astimezone(UTC).date() - timedelta(days=1)
