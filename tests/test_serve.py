@@ -394,6 +394,10 @@ def test_a_bad_request_is_a_json_message_without_a_trace(
         "/v2/rate/%ff/%00",
         "/v2/currency/%c0%ae%c0%ae",
         "/charts/%00.png",
+        "/charts/../config.toml",
+        "/charts/..%2f..%2fconfig.toml",
+        "/export.csv%00.toml",
+        "//etc/passwd",
         "/v2/rates?" + "&".join(f"k{i}=v" for i in range(2000)),
     ],
 )
@@ -411,6 +415,7 @@ def test_hostile_bytes_in_a_request_get_a_clean_answer(server: Served, raw: str)
     status = int(head.split()[1])
     assert 400 <= status < 500, answer[:300]
     assert b"Traceback" not in answer and b'File "' not in answer
+    assert b"[store]" not in answer and b"root:" not in answer  # no file's content
     assert server.get("/v2/rates?quotes=KZT").status_code == 200  # still serving
 
 
@@ -708,6 +713,21 @@ def test_a_locked_store_is_served_from_the_last_read_and_said_so(tmp_path: Path)
     assert why.startswith("the database is in use by process ") and "(python" in why, why
     assert during.json() == before and answered_in < 1.0
     assert 'id="read-error"' in page and "the database is in use by process" in page
+
+
+def test_a_store_made_while_it_serves_is_served(tmp_path: Path) -> None:
+    """Started before there is a database, it answers as on an empty store (and says so
+    in its log); a backfill run beside it makes one, and the next answers hold it."""
+    project = Project(tmp_path / "later", lock_timeout=2)
+    with Served(project.config) as served:
+        empty = served.get("/v2/rates")
+        assert project.backfill(_one_page(project)).exit_code == 0
+        deadline = time.monotonic() + 10
+        while not (found := served.get("/v2/rates").json()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert (empty.status_code, empty.json()) == (200, [])
+    assert {r["quote"]: r.get("printed_rate") for r in found}["KZT"] == "0.00199"
+    assert f"WARNING no database yet at {project.db}" in served.stderr
 
 
 def test_before_any_read_a_request_waits_lock_timeout_then_503(tmp_path: Path) -> None:
