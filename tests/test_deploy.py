@@ -34,6 +34,7 @@ def test_the_server_writes_nothing_and_gives_way_to_the_daemon() -> None:
     s = settings("ticker-serve.service")
     assert "ReadWritePaths" not in s and s["ProtectSystem"] == ["strict"]
     assert int(s["Nice"][0]) > 0 and int(s["CPUWeight"][0]) < 100
+    assert s["CPUQuota"] == ["100%"]  # one core's worth: another is left for the daemon
     daemon = settings("ticker.service")
     assert daemon["ReadWritePaths"] == ["/opt/ticker/db /opt/ticker/charts"]
 

@@ -1,7 +1,8 @@
 """Benchmark: `ticker serve` under load, beside the daemon's scrape cycle.
 
 A store of a year and a month of the ticker's five pairs (ending today) is served by one
-server process, started as the systemd unit runs it (nice 10). In the same run:
+server process, started as the systemd unit runs it: nice 10, on one core (the unit's
+CPUQuota=100%; here `taskset -c 1`). In the same run:
 
   1. API:    50 concurrent keep-alive clients for 30 s on /v2/rates?from=<a year ago>
   2. static: the same server answering a precomputed JSON body of the same size (an extra
@@ -57,6 +58,9 @@ from ticker.store import connect as connect_module  # noqa: E402
 NICE = os.environ.get("BENCH_NICE", "10")  # the server, as deploy/ticker-serve.service runs it
 # The load generator stands in for clients on other machines: it gets what is left.
 CLIENT_NICE = os.environ.get("BENCH_CLIENT_NICE", "19")
+# The server on one core (its unit caps it at one core's worth, CPUQuota=100%), so the
+# daemon always has another.
+PIN = ["taskset", "-c", "1"] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
 RATES = {"KGS": 0.01144, "KZT": 0.00194, "TJS": 0.10844, "UZS": 0.00008, "TMT": 0.28571}
 
 # The server, with one extra route answering a body read once from a file.
@@ -283,7 +287,17 @@ def main() -> None:
         body_file = root / "body.json"
         body_file.write_bytes(body)
         server = subprocess.Popen(
-            ["nice", "-n", NICE, sys.executable, "-c", LAUNCHER, str(config_path), str(body_file)],
+            [
+                *PIN,
+                "nice",
+                "-n",
+                NICE,
+                sys.executable,
+                "-c",
+                LAUNCHER,
+                str(config_path),
+                str(body_file),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -303,8 +317,8 @@ def main() -> None:
             print(
                 f"load: {args.clients} keep-alive clients ({tool}, nice {CLIENT_NICE}), "
                 f"{args.seconds} s a phase in {args.slices} alternating slices; "
-                f"server nice {NICE}; {os.cpu_count()} CPUs, load average "
-                f"{os.getloadavg()[0]:.1f} at the start"
+                f"server nice {NICE}{' on CPU 1' if PIN else ''}; {os.cpu_count()} CPUs, "
+                f"load average {os.getloadavg()[0]:.1f} at the start"
             )
 
             # 1. throughput: the API against the static body, slice by slice
