@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,14 +19,13 @@ from typing import Any
 
 import duckdb
 import pytest
-from click.testing import CliRunner
-from conftest import Project, one_error_line, text_page
-from servers import LocalServer, conditional, html, page, write_config
+from conftest import LOCAL_HTTP, Project, cut_short, one_error_line, ticker_in_process, write_config
+from pages import html_page, text_page
+from servers import LocalServer, conditional, html
 
 from ticker import scrape as scrape_job
 from ticker import spool
 from ticker import status as status_job
-from ticker.cli import cli
 from ticker.config import Config, Source, load_config
 from ticker.errors import StoreError
 from ticker.models import Page
@@ -173,15 +171,9 @@ def test_backfill_on_a_full_disk_is_one_line_and_loses_nothing(small_disk: Small
 # --- scrape: what the store cannot take waits, and is stored later ------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
-
-
 def daily_pages(server: LocalServer, first: int = 20, days: int = 6) -> None:
     """Each fetch of / gives the page of the next day of March 2025 (the last repeats)."""
-    server.route("/", *(html(page(date=f"{d} March 2025")) for d in range(first, first + days)))
+    server.route("/", *(html(html_page(day=f"{d} March 2025")) for d in range(first, first + days)))
 
 
 def stored_days(config: Config) -> list[int]:
@@ -199,7 +191,9 @@ def test_scrapes_on_a_full_disk_wait_in_the_spool_and_are_stored_when_there_is_r
     tmp_path: Path, server: LocalServer, small_disk: SmallDisk
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     config = replace(config, store_path=small_disk.path / "ticker.duckdb")
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     small_disk.fill()
@@ -214,7 +208,7 @@ def test_scrapes_on_a_full_disk_wait_in_the_spool_and_are_stored_when_there_is_r
 
     [s] = status_job.status(config, NOW + timedelta(days=3))
     assert s.waiting == 3 and ENOSPC in (s.waiting_because or "") and s.unsettled
-    result = CliRunner().invoke(cli, ["--config", str(config.path), "status"])
+    result = ticker_in_process(config.path, "status")
     assert result.exit_code == 1
     assert f"timesca: waiting: 3 attempts in {config.archive_dir / '.pending'}" in result.output
 
@@ -232,7 +226,7 @@ def _overwrite(db: Path) -> None:
 
 
 def _truncate(db: Path) -> None:  # an interrupted copy: it opens, its writes fail
-    os.truncate(db, db.stat().st_size // 2)
+    cut_short(db)
 
 
 @pytest.mark.parametrize("damage", [_overwrite, _truncate], ids=["overwritten", "truncated"])
@@ -240,7 +234,9 @@ def test_a_damaged_store_leaves_the_attempts_pending_until_it_is_moved_aside(
     tmp_path: Path, server: LocalServer, damage: Callable[[Path], None]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     damage(config.store_path)
     for hour in (1, 2):  # a scrape a day, each page dated its day
@@ -287,11 +283,13 @@ def test_scrape_waits_at_most_lock_timeout_in_all(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    cfg = write_config(tmp_path, server.url("/"), retries=0, lock_timeout=2)
-    assert CliRunner().invoke(cli, ["--config", str(cfg), "scrape"]).exit_code == 0
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=2
+    )
+    assert ticker_in_process(cfg, "scrape").exit_code == 0
     holder = lock_holder(load_config(cfg).store_path)
     t0 = time.monotonic()
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "scrape"])
+    result = ticker_in_process(cfg, "scrape")
     took = time.monotonic() - t0
     release(holder)
     assert result.exit_code == 1 and "timesca store_locked" in result.stdout
@@ -303,13 +301,14 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    cfg = write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3)
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+    )
     config = load_config(cfg)
-    runner = CliRunner()
-    assert runner.invoke(cli, ["--config", str(cfg), "scrape"]).exit_code == 0
+    assert ticker_in_process(cfg, "scrape").exit_code == 0
     (config.archive_dir / spool.SPOOL_DIR).write_text("a file where the spool goes")
     holder = lock_holder(config.store_path)
-    result = runner.invoke(cli, ["--config", str(cfg), "scrape"])
+    result = ticker_in_process(cfg, "scrape")
     release(holder)
     assert result.exit_code == 1
     [line] = result.stdout.splitlines()
@@ -317,14 +316,14 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     assert f"`ticker backfill {config.archive_dir}` stores it" in line
 
     # status sees the page that was fetched and archived but is not in the store
-    status = runner.invoke(cli, ["--config", str(cfg), "status", "--json"])
+    status = ticker_in_process(cfg, "status", "--json")
     assert status.exit_code == 1
     [row] = json.loads(status.stdout)
     assert row["unstored_pages"] == 1 and row["last_outcome"] == "ok"
-    table = runner.invoke(cli, ["--config", str(cfg), "status"])
+    table = ticker_in_process(cfg, "status")
     assert table.exit_code == 1 and "timesca: unstored: 1 page in" in table.stdout
 
-    loaded = runner.invoke(cli, ["--config", str(cfg), "backfill", str(config.archive_dir)])
+    loaded = ticker_in_process(cfg, "backfill", str(config.archive_dir))
     assert loaded.exit_code == 0, loaded.output
     assert stored_days(config) == [20, 21]
     [s] = status_job.status(config, NOW)
@@ -335,7 +334,11 @@ def test_the_daemon_holds_what_it_cannot_keep_and_stores_it_at_the_next_job(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3))
+    config = load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+        )
+    )
     config.archive_dir.write_text("a file: no archive, no spool")
     daemon = Daemon(config, clock=lambda: NOW)
     holder = lock_holder(config.store_path)
@@ -359,7 +362,11 @@ def test_a_stopping_daemon_spools_what_it_holds(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3))
+    config = load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+        )
+    )
     daemon = Daemon(config, clock=lambda: NOW)
     pending = config.archive_dir / spool.SPOOL_DIR
     config.archive_dir.mkdir()
@@ -396,8 +403,10 @@ def _delete(db: Path, backup: Path) -> None:
 def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
     tmp_path: Path, server: LocalServer, swap: Callable[[Path, Path], None]
 ) -> None:
-    server.route("/", conditional(page(date="20 March 2025"), '"v1"'))
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    server.route("/", conditional(html_page(day="20 March 2025"), '"v1"'))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     backup = tmp_path / "backup.duckdb"
     with Store.open(config.store_path):
         pass
@@ -423,32 +432,37 @@ def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
 def test_status_names_what_waits_for_each_source(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
-    server.route("/a", html(page(date="20 March 2025")))
+    server.route("/a", html(html_page(day="20 March 2025")))
     server.route("/b", html(b"<h1>busy</h1>", 503))
     other = f'\n[[sources]]\nname = "other"\nurl = "{server.url("/b")}"\n'
-    cfg = write_config(tmp_path, server.url("/a"), retries=0, lock_timeout=0.3, extra=other)
+    cfg = write_config(
+        tmp_path,
+        url=server.url("/a"),
+        http=LOCAL_HTTP | {"retries": 0},
+        lock_timeout=0.3,
+        extra=other,
+    )
     config = load_config(cfg)
-    runner = CliRunner()
-    runner.invoke(cli, ["--config", str(cfg), "status"])  # creates the store
+    ticker_in_process(cfg, "status")  # creates the store
     holder = lock_holder(config.store_path)
-    scraped = runner.invoke(cli, ["--config", str(cfg), "scrape"])
+    scraped = ticker_in_process(cfg, "scrape")
     release(holder)
     assert scraped.exit_code == 1
     (config.archive_dir / spool.SPOOL_DIR / "torn.json").write_text('{"id": "ab')
 
-    result = runner.invoke(cli, ["--config", str(cfg), "status", "--json"])
+    result = ticker_in_process(cfg, "status", "--json")
     assert result.exit_code == 1
     rows = {r["source"]: r for r in json.loads(result.stdout)}
     assert rows["timesca"]["waiting_attempts"] == 1 and rows["other"]["waiting_attempts"] == 1
     assert "locked" in rows["timesca"]["waiting_because"]
     assert rows["timesca"]["unreadable_spooled"] == rows["other"]["unreadable_spooled"] == 1
-    table = runner.invoke(cli, ["--config", str(cfg), "status"])
+    table = ticker_in_process(cfg, "status")
     assert table.exit_code == 1
     for name in ("timesca", "other"):
         assert f"{name}: waiting: 1 attempt in" in table.stdout
     assert "set aside: 1 spooled attempt in" in table.stdout
 
-    runner.invoke(cli, ["--config", str(cfg), "scrape"])  # records them; sets the torn aside
+    ticker_in_process(cfg, "scrape")  # records them; sets the torn aside
     [ok, failed] = status_job.status(config, NOW)
     assert ok.waiting == failed.waiting == 0 and ok.unreadable_spooled == 1
     assert sorted(p.name for p in spool.set_aside_attempts(config)) == ["torn.bad"]
