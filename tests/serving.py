@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import Project, text_page
+from conftest import Project
+from pages import text_page
 
 # The ticker's rates (US dollars per unit) around which the generated days move.
 TICKER = {"KGS": 0.01144, "KZT": 0.00194, "TJS": 0.10844, "UZS": 0.00008, "TMT": 0.28571}

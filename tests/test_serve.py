@@ -24,10 +24,11 @@ from typing import Any
 import duckdb
 import pytest
 import requests
-from conftest import Project, one_error_line, ticker_subprocess
+from conftest import Project, one_error_line, ticker_subprocess, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from pages import MARCH_20, html_page, text_page
 from serving import Served, Site, build_site
 
 from ticker.serve import precision
@@ -626,12 +627,11 @@ def test_metrics_in_prometheus_text_format(server: Served, site: Site) -> None:
 
 def test_metrics_count_fetch_attempts_in_the_histogram(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
-    from servers import LocalServer, html, page, write_config
+    from servers import LocalServer, html
 
     with LocalServer() as site:
-        site.route("/", html(page()))
-        (tmp_path / "scraped").mkdir()
-        config = write_config(tmp_path / "scraped", site.url("/"))
+        site.route("/", html(html_page()))
+        config = write_config(tmp_path / "scraped", url=site.url("/"))
         for _ in range(3):
             assert ticker_subprocess(config, "scrape").returncode == 0
         with Served(config) as served:
@@ -755,8 +755,6 @@ def test_before_any_read_a_request_waits_lock_timeout_then_503(tmp_path: Path) -
 
 
 def _one_page(project: Project) -> Path:
-    from conftest import MARCH_20, text_page
-
     return project.write("one.txt", text_page(MARCH_20))
 
 

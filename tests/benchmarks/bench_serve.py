@@ -44,8 +44,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: page builders
-from conftest import text_page  # noqa: E402
-from servers import LocalServer, html, page, write_config  # noqa: E402
+from conftest import write_config  # noqa: E402
+from pages import html_page, text_page  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 from ticker import scrape as scrape_job  # noqa: E402
 from ticker.config import load_config  # noqa: E402
@@ -263,8 +264,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp, LocalServer() as site:
         root = Path(tmp)
-        site.route("/", html(page()))
-        config_path = write_config(root, site.url("/"), timeout=10, lock_timeout=30)
+        site.route("/", html(html_page()))
+        config_path = write_config(
+            root, url=site.url("/"), lock_timeout=30, http={"timeout": 10, "retries": 0}
+        )
         config = load_config(config_path)
         dumps = build_store(root, args.days)
         loaded = subprocess.run(
