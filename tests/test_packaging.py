@@ -60,3 +60,6 @@ def test_a_plain_install_backfills_and_draws(tmp_path: Path) -> None:
     chart = ticker("chart")
     assert chart.returncode == 0, chart.stderr
     assert (project / "charts" / "KZT-USD.png").read_bytes().startswith(b"\x89PNG")
+    # what `ticker serve` reads from its package ships too
+    assert (target / "ticker" / "serve" / "openapi.json").is_file()
+    assert (target / "ticker" / "serve" / "templates" / "report.html").is_file()

@@ -84,11 +84,14 @@ class Snapshot:
     origins: Mapping[tuple[str, str, date], str] = field(default_factory=dict)
 
 
-def snapshot(store: Store, after: date | None = None) -> Snapshot:
+def snapshot(
+    store: Store, after: date | None = None, days: Sequence[Day] | None = None
+) -> Snapshot:
     """Everything the checks read, fetched whole (DuckDB 2 wants every result finished);
-    with `after`, also the origins of the days after that date."""
+    with `after`, also the origins of the days after that date. `days`: the daily series
+    when the caller has read it already."""
     return Snapshot(
-        days=tuple(read.daily(store)),
+        days=tuple(read.daily(store) if days is None else days),
         revisions=tuple(read.revisions(store)),
         bad_pages=tuple(read.inconsistent_pages(store)),
         origins=read.day_origins(store, after) if after is not None else {},
@@ -1037,6 +1040,12 @@ def run_check(config: Config, now: datetime) -> Report:
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         # every time zone's today + 1 is after yesterday in UTC
         snap = snapshot(store, after=now.astimezone(UTC_ZONE).date() - timedelta(days=1))
+    return check_config(config, snap, now)
+
+
+def check_config(config: Config, snap: Snapshot, now: datetime) -> Report:
+    """`check` with what the config says: its sources (and the official rates once they
+    are stored), stale_after and [reference] tolerance_pct."""
     sources = tuple(config.sources)
     if any(d.source == REFERENCE for d in snap.days):
         sources += (config.reference,)

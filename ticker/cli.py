@@ -1,5 +1,5 @@
 """Command line: parses arguments, reads the clock and the config, calls the job modules
-(backfill, scrape, status, charts, series, export, check, scheduler) and prints."""
+(backfill, scrape, status, charts, series, export, check, scheduler, serve) and prints."""
 
 from __future__ import annotations
 
@@ -589,6 +589,35 @@ def run(ctx: click.Context) -> None:
 
     _setup_logging(ctx)
     ctx.exit(run_daemon(_config(ctx)))
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (default: [serve] port, 8080; 0: any free port).",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the store over HTTP, read-only: a report page at /, the series in the
+    shape of Frankfurter's API v2 under /v2, the charts, the exports, /healthz, /metrics.
+
+    Needs the serve extra (pip install 'ticker[serve]'). The database is read in brief
+    read-only opens when it changes, so the daemon, a backfill and the other commands
+    run beside it. SIGTERM or Ctrl-C stops it.
+
+    \b
+    Example:
+      ticker serve --port 8080
+      curl 'http://127.0.0.1:8080/v2/rates?base=USD&quotes=KZT'
+    """
+    from ticker.serve import check_extra, run
+
+    check_extra()
+    _setup_logging(ctx)
+    config = _config(ctx)
+    ctx.exit(run(config, host or config.serve.host, config.serve.port if port is None else port))
 
 
 @cli.command()

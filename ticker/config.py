@@ -43,6 +43,8 @@ MAX_MAX_BYTES = MAX_PAGE_BYTES  # backfill refuses bigger pages: every archived 
 MAX_PERIOD = 366 * DAY  # intervals, misfire grace, stale_after: a year of seconds
 MAX_JITTER = DAY
 MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
+MAX_PORT = 65535
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$")  # a name, an IPv4 or an IPv6 address
 
 
 DEFAULT_LABEL = "The Times of Central Asia (timesca.com) currency ticker"
@@ -116,6 +118,12 @@ class ChartsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only unless the config says otherwise
+    port: int = 8080  # 0: a free port the system picks
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     store_path: Path = Path("db/ticker.duckdb")
@@ -131,6 +139,7 @@ class Config:
     reference: Source = field(default_factory=lambda: reference_source(REFERENCE_URL, (Source(),)))
     tolerance_pct: float = 1.0  # [reference]: how far the ticker may stray, in percent
     reference_table: bool = False  # the config has a [reference] table: the daemon fetches
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def source(self, name: str | None) -> Source:
         """The source called `name` (the official rates are "reference"), or the first
@@ -457,7 +466,17 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         path,
         raw,
         "config",
-        {"store", "sources", "http", "archive", "schedule", "charts", "status", "reference"},
+        {
+            "store",
+            "sources",
+            "http",
+            "archive",
+            "schedule",
+            "charts",
+            "status",
+            "reference",
+            "serve",
+        },
     )
     store = _Reader(path, raw.get("store", {}), "store", {"path", "lock_timeout"})
     http = _Reader(
@@ -476,6 +495,14 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     charts = _Reader(path, raw.get("charts", {}), "charts", {"dir", "window_days", "display"})
     status = _Reader(path, raw.get("status", {}), "status", {"stale_after"})
     reference = _Reader(path, raw.get("reference", {}), "reference", {"url", "tolerance_pct"})
+    serve = _Reader(path, raw.get("serve", {}), "serve", {"host", "port"})
+    host = serve.get("host", str, "127.0.0.1", "a host name or IP address to listen on")
+    if not _HOST_RE.match(host):
+        raise serve._fail("host", 'a host name or IP address like "127.0.0.1" or "::1"')
+    want_port = f"a port number from 0 to {MAX_PORT} (0: any free port)"
+    port: int = serve.get("port", int, 8080, want_port)
+    if not 0 <= port <= MAX_PORT:
+        raise serve._fail("port", want_port)
 
     raw_sources = raw.get("sources", [{}])
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -532,4 +559,5 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         reference=reference_source(reference_url.rstrip("/"), sources),
         tolerance_pct=float(tolerance),
         reference_table="reference" in raw,
+        serve=ServeConfig(host=host, port=port),
     )

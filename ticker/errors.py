@@ -97,3 +97,8 @@ class ArchiveError(TickerError):
         super().__init__(
             f"{path}: {problem}; check that [archive] dir is writable and has free space"
         )
+
+
+class ServeError(TickerError):
+    """`ticker serve` cannot start: the address cannot be listened on, or the extra it
+    needs is not installed."""

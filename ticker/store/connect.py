@@ -32,13 +32,20 @@ class Store:
     @classmethod
     @contextmanager
     def open(
-        cls, path: Path, lock_timeout: float = 30.0, *, read_only: bool = False
+        cls,
+        path: Path,
+        lock_timeout: float = 30.0,
+        *,
+        read_only: bool = False,
+        upgrade: bool = True,
     ) -> Iterator[Store]:
         """Open (creating and migrating when needed) and always close.
 
         A read-only open of a file that does not exist creates nothing: it reads an empty
         store held in memory. A file DuckDB cannot read back (cut short, corrupt) raises
-        StoreError, at the open or at any query made inside the `with`.
+        StoreError, at the open or at any query made inside the `with`. With
+        `upgrade=False` a read-only open never writes: a file whose schema is older than
+        this ticker raises StoreError instead of being migrated.
         """
         if read_only and not path.exists():
             con = duckdb.connect(":memory:")
@@ -58,6 +65,12 @@ class Store:
             try:
                 _check_whole(con, path)
                 if read_only and unapplied(con):
+                    if not upgrade:
+                        raise StoreError(
+                            path,
+                            "written by an older ticker, its schema is not upgraded yet "
+                            "(any other ticker command upgrades it, e.g. `ticker status`)",
+                        )
                     con.close()
                     con = connect(path, lock_timeout, read_only=False)
                     read_only = False
@@ -102,7 +115,9 @@ def connect(
                 holder = describe_process(int(m.group(1))) if m else None
                 raise StoreLockedError(path, time.monotonic() - started, holder) from exc
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.001)))
-            delay = min(delay * 2, 0.5)
+            # Try again at least every 0.1 s: a reader (`ticker serve` takes the file for
+            # a few tens of ms) is gone long before a longer sleep would end.
+            delay = min(delay * 2, 0.1)
         except duckdb.Error as exc:
             raise unusable(path, str(exc)) from exc
 

@@ -295,3 +295,38 @@ def source_health(store: Store, source: str) -> SourceHealth:
         failures=int(failures or 0),
         newest_date=newest,
     )
+
+
+# --- the server's metrics ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DurationHistogram:
+    """How long the fetch attempts of one source took: cumulative counts per bound."""
+
+    source: str
+    bounds: tuple[float, ...]  # seconds, ascending
+    counts: tuple[int, ...]  # attempts that took at most each bound
+    total: int
+    seconds: float  # the sum of all durations
+
+
+def attempt_durations(store: Store, bounds: Sequence[float]) -> list[DurationHistogram]:
+    """Per source, the durations of every recorded attempt as a cumulative histogram."""
+    per_bound = store.con.execute(
+        """SELECT a.source, b.le, count(*) FILTER (WHERE a.duration_ms <= b.le * 1000)
+           FROM attempts a CROSS JOIN unnest($1::DOUBLE[]) AS b(le)
+           GROUP BY a.source, b.le ORDER BY a.source, b.le""",
+        [list(bounds)],
+    ).fetchall()
+    totals = store.con.execute(
+        """SELECT source, count(*), coalesce(sum(duration_ms), 0) / 1000.0
+           FROM attempts GROUP BY source ORDER BY source"""
+    ).fetchall()
+    counts: dict[str, list[int]] = {}
+    for source, _le, n in per_bound:
+        counts.setdefault(source, []).append(int(n))
+    return [
+        DurationHistogram(source, tuple(bounds), tuple(counts.get(source, [])), int(n), float(s))
+        for source, n, s in totals
+    ]
