@@ -73,17 +73,19 @@ def page(
     ).encode()
 
 
-def changed_markup_page() -> bytes:
+def changed_markup_page(
+    quotes: Sequence[tuple[str, str, str]] = QUOTES, date: str = "20 March 2025"
+) -> bytes:
     """The ticker redesigned: figures in data attributes and a table, no 'PAIR = RATE'."""
     rows = "".join(
         f'<tr data-pair="{p}"><td class="c">{p.split("/")[0]}</td>'
         f'<td data-rate="{r}"></td><td>{c}</td></tr>'
-        for p, r, c in QUOTES
+        for p, r, c in quotes
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TCA</title></head><body>"
         f"<header><table class='fx-widget'>{rows}</table>"
-        "<div class='header-date'>20 March 2025</div></header>"
+        f"<div class='header-date'>{date}</div></header>"
         "<main><p>" + _FILLER[0] * 20 + "</p></main></body></html>"
     ).encode()
 
@@ -284,8 +286,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.lock = threading.Lock()
         self.routes: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
@@ -297,10 +299,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path."""
+    """An HTTP server on 127.0.0.1 serving scripted replies per path: on port 0 (a free
+    port), or on `port` (the one a stopped server used: a site that comes back)."""
 
-    def __init__(self) -> None:
-        self._server = _Server()
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
