@@ -254,17 +254,19 @@ def bullet_page(
     )
 
 
-def changed_markup_page() -> str:
+def changed_markup_page(
+    quotes: Iterable[QuoteLike] = MARCH_20, day: str | date = "20 March 2025"
+) -> str:
     """The ticker redesigned: figures in data attributes and a table, no 'PAIR = RATE'."""
     rows = "".join(
         f'<tr data-pair="{q.pair}"><td class="c">{q.pair.split("/")[0]}</td>'
         f'<td data-rate="{q.rate}"></td><td>{q.change}</td></tr>'
-        for q in quotes_of(MARCH_20)
+        for q in quotes_of(quotes)
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TCA</title></head><body>"
         f"<header><table class='fx-widget'>{rows}</table>"
-        "<div class='header-date'>20 March 2025</div></header>"
+        f"<div class='header-date'>{_printed(day)}</div></header>"
         "<main><p>" + FILLER[0] * 20 + "</p></main></body></html>"
     )
 

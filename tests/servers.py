@@ -221,8 +221,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         # accept() waits at most this long: a wait that finds no connection (one seen as
         # ready that is gone) cannot hold the serving thread, and so stop(), forever. The
         # connections accepted are blocking, as without it.
@@ -238,11 +238,12 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path; HTTPS with
-    the certificate of `tls` (a server-side SSL context) when given."""
+    """An HTTP server on 127.0.0.1 serving scripted replies per path: on port 0 (a free
+    port), or on `port` (the one a stopped server used: a site that comes back); HTTPS
+    with the certificate of `tls` (a server-side SSL context) when given."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self._server = _Server()
+    def __init__(self, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+        self._server = _Server(port)
         self.scheme = "http"
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
