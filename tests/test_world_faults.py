@@ -19,7 +19,15 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import LOCAL_HTTP, Project, cut_short, one_error_line, ticker_in_process, write_config
+from conftest import (
+    LOCAL_HTTP,
+    Project,
+    cut_short,
+    one_error_line,
+    start_ticker,
+    ticker_in_process,
+    write_config,
+)
 from pages import html_page, text_page
 from servers import LocalServer, conditional, html
 
@@ -297,6 +305,49 @@ def test_scrape_waits_at_most_lock_timeout_in_all(
     assert took < 2 + 1.5, f"{took:.1f} s: the validators' read and the store each waited"
 
 
+def test_a_daemon_killed_while_a_job_waits_for_the_store_loses_no_page(
+    tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
+) -> None:
+    """SIGKILL while a job of `ticker run` waits for a locked store: the page it fetched
+    waits in the spool (written ahead), `ticker status` says so, and the next scrape
+    stores it."""
+    daily_pages(server)
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=30
+    )
+    config = load_config(cfg)
+    daemon = start_ticker(cfg, "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: stored_days(config) == [20])  # the first job: 20 March
+        holder = lock_holder(config.store_path)
+        fetched = len(server.seen)
+        wait_until(lambda: len(archived_pages(config)) >= 2 and len(server.seen) > fetched)
+        time.sleep(0.3)  # the next job has fetched and archived 21 March: it waits now
+    finally:
+        daemon.kill()
+        daemon.wait(timeout=10)
+    release(holder)
+    assert stored_days(config) == [20]
+
+    now = datetime.now(UTC)  # the daemon's own clock dated its capture
+    [s] = status_job.status(config, now)
+    assert s.waiting == 1 and "did not finish" in (s.waiting_because or "")
+    [attempt] = scrape_job.scrape(config, now)  # 22 March
+    assert attempt.outcome == "ok"
+    assert stored_days(config) == [20, 21, 22] and spool_files(config) == []
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.05)
+
+
+def archived_pages(config: Config) -> list[Path]:
+    return sorted(config.archive_dir.glob("*/*.warc.gz"))
+
+
 def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
@@ -306,7 +357,9 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     )
     config = load_config(cfg)
     assert ticker_in_process(cfg, "scrape").exit_code == 0
-    (config.archive_dir / spool.SPOOL_DIR).write_text("a file where the spool goes")
+    pending = config.archive_dir / spool.SPOOL_DIR
+    shutil.rmtree(pending, ignore_errors=True)  # (each scrape writes ahead there)
+    pending.write_text("a file where the spool goes")
     holder = lock_holder(config.store_path)
     result = ticker_in_process(cfg, "scrape")
     release(holder)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import requests  # imported where a fetch runs
 
 _log = logging.getLogger("ticker.scrape")
+# Why an attempt written ahead waits in the spool, should its job not get to store it.
+AHEAD = "the scrape storing it did not finish (it was stopped or killed first)"
 MAX_UNKEPT = 1000  # attempts a daemon holds in memory while neither store nor spool works
 
 
@@ -304,10 +306,18 @@ def _store_attempts(
     handled: set[int] = set()  # of todo, recorded (or dropped as a stale 304)
     recorded: list[Attempt] = []
     stale: list[tuple[str, str]] = []
+    # Written ahead: the attempt of an archived page waits in the spool while the job
+    # stores it, so a job killed meanwhile (say while it waits for a locked store) loses
+    # nothing: the next scrape stores the page from the archive.
+    ahead = {
+        a.id
+        for a, record in fetched
+        if record is not None and a.archive_path and spool.spool(config, a, AHEAD) is None
+    }
     mark = time.monotonic()  # an attempt's duration includes the store work
     try:
         with wait.open(config) as store:
-            spool.flush(config, store, now)
+            spool.flush(config, store, now, skip=ahead)
             batch: list[int] = []
             for i, (attempt, _record) in enumerate(todo):
                 key = (attempt.source, attempt.url)
@@ -338,6 +348,7 @@ def _store_attempts(
                     state.validators[(attempt.source, attempt.url)] = Validators(
                         attempt.etag, attempt.last_modified, record.page_key
                     )
+        spool.discard(config, ahead)  # stored: what was written ahead is done with
     except (TickerError, duckdb.Error) as exc:
         problem = _store_problem(config, exc)
         locked = isinstance(exc, StoreLockedError)
@@ -432,6 +443,8 @@ def _keep(
         else attempt.error,
     )
     spool_error = spool.spool(config, spooled, problem)
+    if spool_error is not None and spool.is_spooled(config, attempt.id):
+        spool_error = None  # written ahead before the store was tried: it waits there
     if spool_error is None:
         if record is None:
             return replace(
