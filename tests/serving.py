@@ -32,12 +32,12 @@ from pages import text_page
 TICKER = {"KGS": 0.01144, "KZT": 0.00194, "TJS": 0.10844, "UZS": 0.00008, "TMT": 0.28571}
 # The second source: units per US dollar, two decimals, as the banks publish them.
 OFFICIAL = {"KZT": 515.30, "KGS": 87.45}
-REFERENCE_CONFIG = """
+OFFICIAL_CONFIG = """
 [[sources]]
 name = "timesca"
 
 [[sources]]
-name = "reference"
+name = "official"
 url = "https://rates.example.org/"
 pairs = ["USD/KZT", "USD/KGS"]
 label = "Official rates (test pages)"
@@ -66,7 +66,7 @@ def ticker_quotes(i: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def reference_page(i: int, day: date) -> str:
+def official_page(i: int, day: date) -> str:
     """A page whose ticker lines are USD/XXX = units per dollar."""
     lines = []
     for code, rate in OFFICIAL.items():
@@ -88,7 +88,7 @@ def build_site(
 ) -> Site:
     """A project with `days` days up to today, but for the days `gap` (counted back from
     today, end excluded) that have no page; both sources; charts drawn."""
-    project = Project(root, lock_timeout=2, extra=REFERENCE_CONFIG)
+    project = Project(root, lock_timeout=2, extra=OFFICIAL_CONFIG)
     end = today()
     stored: list[date] = []
     missing: list[date] = []
@@ -101,10 +101,10 @@ def build_site(
         project.write(
             f"ticker/{day}.txt", text_page(ticker_quotes(i), day=f"{day.day} {day:%B %Y}")
         )
-        project.write(f"reference/{day}.txt", reference_page(i, day))
+        project.write(f"official/{day}.txt", official_page(i, day))
         stored.append(day)
     assert project.backfill(project.dumps / "ticker").exit_code == 0
-    result = project.backfill(project.dumps / "reference", extra=("--source", "reference"))
+    result = project.backfill(project.dumps / "official", extra=("--source", "official"))
     assert result.exit_code == 0, result.output
     if charts:
         drawn = project.run("chart")

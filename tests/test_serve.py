@@ -76,7 +76,7 @@ API_CALLS = [
     ("/rates", "/v2/rates?base=USD&quotes=KZT"),
     ("/rates", "/v2/rates?base=KZT"),
     ("/rates", "/v2/rates?from={start}&group=week&expand=providers"),
-    ("/rates", "/v2/rates?providers=reference,timesca&quotes=KZT"),
+    ("/rates", "/v2/rates?providers=official,timesca&quotes=KZT"),
     ("/rates", "/v2/rates?date=1990-01-01"),
     ("/rates", "/v2/rates?date=nope"),
     ("/rate/{base}/{quote}", "/v2/rate/USD/KZT"),
@@ -87,9 +87,9 @@ API_CALLS = [
     ("/currency/{code}", "/v2/currency/kzt"),
     ("/currency/{code}", "/v2/currency/xyz"),
     ("/providers", "/v2/providers"),
-    ("/providers/{provider}", "/v2/providers/reference"),
+    ("/providers/{provider}", "/v2/providers/official"),
     ("/providers/{provider}/rates", "/v2/providers/timesca/rates?quotes=UZS"),
-    ("/providers/{provider}/rate/{base}/{quote}", "/v2/providers/reference/rate/KZT/USD"),
+    ("/providers/{provider}/rate/{base}/{quote}", "/v2/providers/official/rate/KZT/USD"),
     ("/coverage", "/v2/coverage?quotes=TMT"),
 ]
 
@@ -266,16 +266,16 @@ def test_csv_and_ndjson_hold_the_same_records(server: Served, site: Site) -> Non
 
 
 def test_providers_select_sources_and_each_keeps_its_direction(server: Served) -> None:
-    both = server.get("/v2/rates?providers=timesca,reference&quotes=KZT").json()
-    official = server.get("/v2/providers/reference/rates?quotes=KZT").json()
+    both = server.get("/v2/rates?providers=timesca,official&quotes=KZT").json()
+    official = server.get("/v2/providers/official/rates?quotes=KZT").json()
 
     assert [(r["provider"], r["pair"]) for r in both] == [
         ("timesca", "KZT/USD"),
-        ("reference", "USD/KZT"),
+        ("official", "USD/KZT"),
     ]
     (direct,) = official
     assert direct["rate"] == float(direct["printed_rate"])  # printed in this direction
-    assert server.get("/v2/providers/reference/rates", params={"providers": "x"}).json() == {
+    assert server.get("/v2/providers/official/rates", params={"providers": "x"}).json() == {
         "status": 422,
         "message": "providers is implied by the route; drop the parameter",
     }
@@ -303,9 +303,9 @@ def test_the_catalogue(server: Served, site: Site) -> None:
     currencies = server.get("/v2/currencies").json()
     assert [c["iso_code"] for c in currencies] == ["KGS", "KZT", "TJS", "TMT", "USD", "UZS"]
     kzt = server.get("/v2/currency/kzt").json()
-    assert kzt["providers"] == ["reference", "timesca"] and kzt["iso_numeric"] == "398"
+    assert kzt["providers"] == ["official", "timesca"] and kzt["iso_numeric"] == "398"
     assert kzt["end_date"] == f"{site.days[-1]}"
-    assert [c["iso_code"] for c in server.get("/v2/currencies?providers=reference").json()] == [
+    assert [c["iso_code"] for c in server.get("/v2/currencies?providers=official").json()] == [
         "KGS",
         "KZT",
         "USD",
@@ -313,8 +313,8 @@ def test_the_catalogue(server: Served, site: Site) -> None:
     providers = {p["key"]: p for p in server.get("/v2/providers").json()}
     assert providers["timesca"]["pivot_currency"] == "USD"
     assert providers["timesca"]["currencies"] == ["KGS", "KZT", "TJS", "TMT", "UZS"]
-    assert providers["reference"]["name"] == "Official rates (test pages)"
-    assert providers["reference"]["start_date"] == f"{site.days[0]}"
+    assert providers["official"]["name"] == "Official rates (test pages)"
+    assert providers["official"]["start_date"] == f"{site.days[0]}"
     coverage = server.get("/v2/coverage?quotes=KZT").json()
     assert coverage == {
         "base": "USD",
@@ -346,7 +346,7 @@ REFUSED = [
         422,
         "invalid currency: XYZ,../ETC (this server has KGS, KZT, TJS, TMT, USD, UZS)",
     ),
-    ("/v2/rates?providers=ecb", 422, "invalid provider: ecb (providers: reference, timesca)"),
+    ("/v2/rates?providers=ecb", 422, "invalid provider: ecb (providers: official, timesca)"),
     (
         "/v2/rates?from=2025-02-01&to=2025-01-01",
         422,
@@ -501,7 +501,7 @@ def test_the_page_names_the_newest_rates_and_links_the_files(server: Served, sit
         assert f'<td class="num printed">{newest[pair]}</td>' in page.text
     for link in ("/export.csv", "/export.json", "/export.parquet", "/charts/overview.png"):
         assert f'"{link}"' in page.text
-    assert "(reference, " in page.text  # the official rate beside the ticker's
+    assert "(official, " in page.text  # the official rate beside the ticker's
 
 
 CHROMIUM = shutil.which("chromium")
@@ -609,7 +609,7 @@ def test_metrics_in_prometheus_text_format(server: Served, site: Site) -> None:
         for s in families["ticker_observations"].samples
     }
     assert observations[("timesca", "KZT/USD")] == len(site.days)
-    assert observations[("reference", "USD/KGS")] == len(site.days)
+    assert observations[("official", "USD/KGS")] == len(site.days)
     ages = {
         s.labels["source"]: s.value
         for s in families["ticker_source_newest_observation_age_seconds"].samples
@@ -619,7 +619,7 @@ def test_metrics_in_prometheus_text_format(server: Served, site: Site) -> None:
         s.labels["source"]: s.value for s in families["ticker_source_consecutive_failures"].samples
     } == {
         "timesca": 0,
-        "reference": 0,
+        "official": 0,
     }
     assert families["ticker_scrape_duration_seconds"].type == "histogram"
     assert "ticker_serve_store_reads" in families
@@ -802,3 +802,36 @@ def test_the_openapi_document_shipped_is_the_one_served(server: Served) -> None:
     shipped = (REPO / "ticker" / "serve" / "openapi.json").read_bytes()
     assert server.get("/v2/openapi.json").content == shipped
     assert server.get("/v2").json()["openapi"] == "/v2/openapi.json"
+
+
+def test_the_official_rates_fetched_by_ticker_reference_are_served(tmp_path: Path) -> None:
+    """The reference kind end to end: `ticker reference` from a stand-in Frankfurter, then
+    the API serves the official rates as the banks publish them (tenge per dollar) beside
+    the ticker's, and the page shows the official rate next to the ticker's quote."""
+    from frankfurter import Frankfurter, json_number, reference_config
+    from servers import LocalServer
+
+    days = [date.today() - timedelta(days=back) for back in range(6, 0, -1)]
+    rates = Frankfurter.synthetic(days[0], days[-1], every_day=True)
+    with LocalServer() as site, LocalServer() as bank:
+        bank.route("/v2/rates", Frankfurter(rates))
+        config = reference_config(tmp_path, site.url("/"), bank.url("/v2"))
+        for day in days:
+            (tmp_path / f"{day}.txt").write_text(
+                text_page(MARCH_20, day=f"{day.day} {day:%B %Y}"), encoding="utf-8"
+            )
+        assert (
+            ticker_subprocess(config, "backfill", *map(str, tmp_path.glob("*.txt"))).returncode == 0
+        )
+        fetched = ticker_subprocess(config, "reference", "--since", f"{days[0]}")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    with Served(config) as served:
+        official = served.get(f"/v2/providers/reference/rates?quotes=KZT&from={days[0]}").json()
+        # the stand-in writes a rate as Frankfurter's JSON does (537.00 -> 537.0)
+        published = {f"{d}": json_number(rates["NBK"][d]) for d in days}
+        assert [(r["date"], r["pair"], r["printed_rate"]) for r in official] == [
+            (day, "USD/KZT", rate) for day, rate in published.items()
+        ]
+        assert all(r["rate"] == float(published[r["date"]]) for r in official)
+        page = served.get("/").text
+        assert f"{published[f'{days[-1]}']}" in page and "(reference, " in page
