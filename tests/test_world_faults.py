@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -346,6 +347,26 @@ def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
 
 def archived_pages(config: Config) -> list[Path]:
     return sorted(config.archive_dir.glob("*/*.warc.gz"))
+
+
+def test_the_capture_time_is_when_the_page_was_fetched_after_a_wait_for_the_store(
+    tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
+) -> None:
+    """A job that first waits for a locked store (to read its validators) dates its page
+    by when it was fetched, after the wait, not by when the job began."""
+    server.route("/", html(html_page(day=None)))  # no date line: dated by capture time
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=10
+    )
+    config = load_config(cfg)
+    with Store.open(config.store_path):
+        pass
+    holder = lock_holder(config.store_path)
+    threading.Timer(1.5, release, [holder]).start()
+    [attempt] = scrape_job.scrape(config, NOW)
+    assert attempt.outcome == "ok"
+    assert attempt.started_at >= NOW + timedelta(seconds=1)  # the wait, then the fetch
+    assert attempt.started_at - NOW < timedelta(seconds=1.5 + 8)
 
 
 def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(

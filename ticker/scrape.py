@@ -99,16 +99,16 @@ def scrape(
     of an attempt, the sources after it are not fetched (a server that is down)."""
     from ticker.fetch import make_session
 
+    t0 = time.monotonic()  # `now` is this moment: capture times count from it
     keeps = state is not None
     state = state if state is not None else ScrapeState()
     wait = _LockWait(config.lock_timeout)
     todo = tuple(config.sources if sources is None else sources)
     if conditional and not state.loaded:
-        _load_validators(config, todo, state, wait)
+        _load_validators(config, todo, state, wait)  # may wait for a locked store
     own = session is None
     if session is None:
         session = make_session(config.http)
-    t0 = time.monotonic()
 
     def fetch_all(
         sources: Iterable[Source], conditional: bool = True
@@ -117,8 +117,9 @@ def scrape(
         for source in sources:
             if stop is not None and stop.is_set():
                 break
-            # Capture time: the job's `now`, moved on by the time earlier sources took,
-            # in whole seconds (as WARC-Date keeps it, so a re-parse matches the capture).
+            # Capture time: the job's `now`, moved on by the time the job has taken so
+            # far (a wait for the store, earlier sources), in whole seconds (as WARC-Date
+            # keeps it, so a re-parse matches the capture).
             elapsed = timedelta(seconds=time.monotonic() - t0)
             started = (now + elapsed).astimezone(UTC).replace(microsecond=0)
             out.append(_fetch_source(config, source, started, session, state, conditional))
