@@ -177,6 +177,36 @@ def test_backfill_on_a_full_disk_is_one_line_and_loses_nothing(small_disk: Small
     assert "10 new" in again.output
 
 
+def test_a_store_made_on_a_full_disk_is_made_afresh_when_there_is_room(
+    small_disk: SmallDisk,
+) -> None:
+    """Creating the database on a full disk fails in one line; what it leaves (a file of
+    0 bytes) is no store: readers say there is none yet, and the next write makes it."""
+    project = Project(small_disk.path / "project")
+    page = project.write("a.txt", text_page(day="20 March 2025"))
+    small_disk.fill()
+    failed = project.backfill(page)
+    assert failed.exit_code != 0 and ENOSPC in one_error_line(failed.stderr)
+    small_disk.free()
+    latest = project.run("latest")
+    assert latest.exit_code == 0 and "no database yet" in latest.stderr
+    again = project.backfill(page)
+    assert again.exit_code == 0 and "5 new" in again.output, again.output
+
+
+def test_a_store_of_0_bytes_is_no_store(project: Project) -> None:
+    """A database file of 0 bytes (a creation cut short) holds nothing: a reader reads an
+    empty store and says there is none, a writer makes it afresh."""
+    project.db.parent.mkdir(parents=True, exist_ok=True)
+    project.db.write_bytes(b"")
+    latest = project.run("latest")
+    assert latest.exit_code == 0 and "no database yet" in latest.stderr
+    assert project.db.stat().st_size == 0  # a reader changes nothing
+    page = project.write("a.txt", text_page(day="20 March 2025"))
+    assert "5 new" in project.backfill(page).output
+    assert project.export().count("\n") == 6
+
+
 # --- scrape: what the store cannot take waits, and is stored later ------------------------
 
 

@@ -119,7 +119,7 @@ def backfill(
     summary.unreadable.extend(missing)
     summary.files_found = len(files)
     done: set[str] = set()
-    if files and config.store_path.exists():
+    if files and Store.exists(config.store_path):
         with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
             done = read.loaded_file_keys(store)
     if workers is None:

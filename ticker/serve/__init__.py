@@ -25,6 +25,7 @@ from types import FrameType
 
 from ticker.config import Config
 from ticker.errors import ServeError
+from ticker.store import Store
 
 log = logging.getLogger("ticker.serve")
 
@@ -98,7 +99,7 @@ def run(config: Config, host: str, port: int) -> int:
         url_of(sock),
         config.store_path,
     )
-    if not config.store_path.exists():
+    if not Store.exists(config.store_path):
         log.warning(
             "no database yet at %s; answering as on an empty store until `ticker backfill "
             "PATH` or `ticker scrape` makes one",
