@@ -738,6 +738,8 @@ def main(argv: list[str] | None = None) -> None:
             stdout.flush()
     except BrokenPipeError:
         sys.exit(1)  # the reader stopped early: exit quietly, as other tools do
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C outside the daemon (which handles it): quietly, as shells do
     except TickerError as exc:  # stdout failed outside a command (--help, the last flush)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

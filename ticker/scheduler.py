@@ -294,15 +294,12 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
 
 def run(config: Config) -> int:
     """Run the daemon until SIGTERM, SIGINT or SIGHUP; return the exit code (0)."""
-    from apscheduler.schedulers import SchedulerNotRunningError
-
-    if log.getEffectiveLevel() > logging.DEBUG:
-        # Our listener reports missed and skipped runs in one line each.
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
     daemon = Daemon(config)
-    scheduler = build_scheduler(config, daemon, daemon.clock())
+    running: list[BlockingScheduler] = []  # the scheduler, once it is built
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        from apscheduler.schedulers import SchedulerNotRunningError
+
         name = signal.Signals(signum).name
         if daemon.stopping.is_set():
             log.warning("%s again: exiting now", name)
@@ -314,28 +311,36 @@ def run(config: Config) -> int:
         from ticker.fetch import cut_fetches
 
         cut_fetches(f"ticker run is stopping ({name})")
-        try:
-            scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass
+        for scheduler in running:
+            try:
+                scheduler.shutdown(wait=False)
+            except SchedulerNotRunningError:
+                pass
 
-    # A hang-up (the terminal or ssh session of `make run` closing) stops it the same way.
+    # The handlers come first, before the scheduler is loaded and built: a stop signal
+    # at any moment after this is logged and ends the daemon cleanly. A hang-up (the
+    # terminal or ssh session of `make run` closing) stops it the same way.
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    log.info(
-        "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
-        ", ".join(s.name for s in config.sources),
-        describe_schedule(config.schedule.scrape),
-        config.schedule.jitter,
-        _shown(config.store_path),
-        _shown(config.archive_dir),
-        f", charts {describe_schedule(config.schedule.charts)}"
-        + (
-            f", official rates {describe_schedule(config.schedule.reference)}"
-            if config.reference_table
-            else ""
-        ),
-    )
     try:
+        if log.getEffectiveLevel() > logging.DEBUG:
+            # Our listener reports missed and skipped runs in one line each.
+            logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        scheduler = build_scheduler(config, daemon, daemon.clock())
+        running.append(scheduler)
+        log.info(
+            "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
+            ", ".join(s.name for s in config.sources),
+            describe_schedule(config.schedule.scrape),
+            config.schedule.jitter,
+            _shown(config.store_path),
+            _shown(config.archive_dir),
+            f", charts {describe_schedule(config.schedule.charts)}"
+            + (
+                f", official rates {describe_schedule(config.schedule.reference)}"
+                if config.reference_table
+                else ""
+            ),
+        )
         if not daemon.stopping.is_set():
             scheduler.start()  # blocks until a signal shuts the scheduler down
         if not daemon.idle.wait(SHUTDOWN_GRACE):
