@@ -76,10 +76,10 @@ def _config(ctx: click.Context) -> Config:
 def _read_only(ctx: click.Context) -> Config:
     """The config of a command that only reads the store. Such a command never creates
     the database: where there is none yet it reads as empty, and this says so."""
-    from ticker.store import Store
+    from ticker.status import has_store
 
     config = _config(ctx)
-    if not Store.exists(config.store_path):
+    if not has_store(config):
         click.echo(
             f"no database yet at {config.store_path}; "
             "make one with `ticker backfill PATH` or `ticker scrape`",

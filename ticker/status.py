@@ -82,6 +82,11 @@ class Facts:
     unreadable: int
 
 
+def has_store(config: Config) -> bool:
+    """Whether the database exists yet (the commands that only read it never make it)."""
+    return Store.exists(config.store_path)
+
+
 def status(config: Config, now: datetime) -> list[SourceStatus]:
     """Each source's health at `now`: stale when its newest observation is older than
     [status] stale_after, failing when its last attempt failed; and what was fetched but
