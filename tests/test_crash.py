@@ -375,8 +375,12 @@ def test_kill_9_daemon_mid_job(tmp_path: Path, server: LocalServer) -> None:
     archive = cfg.parent / "pages"
     seen: set[Path] = set()
     for _ in range(DAEMON_KILLS):
+        asked = len(server.seen)
         proc = start_ticker(cfg, "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 2.5))
+        deadline = time.monotonic() + 60  # started (slowly, on a busy machine) and fetching
+        while len(server.seen) == asked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.7))  # then killed at a random moment of its jobs
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if db.exists():
