@@ -16,7 +16,7 @@ $(VENV)/.run: pyproject.toml
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.run
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,serve]'
 	touch $@
 
 # The daemon scrapes every [[sources]] page now and then on [schedule] scrape; Ctrl-C stops it.
@@ -38,6 +38,7 @@ bench: $(VENV)/.test
 	$(BIN)/python tests/benchmarks/bench_startup.py
 	$(BIN)/python tests/benchmarks/bench_scrape.py
 	$(BIN)/python tests/benchmarks/bench_daemon_memory.py
+	$(BIN)/python tests/benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,140 +1,112 @@
-"""Shared helpers for the backfill, store, CLI, config, dumps and docs tests: page texts
-written here (the ticker block as FORMAT.md describes it, filler of our own), a project
-directory under tmp_path with its own config.toml, and ways to run `ticker` on it.
-
-Nothing here reads ../shared: every page a test needs is built by the test.
+"""What the tests share, besides pages (pages.py) and the local HTTP server (servers.py):
+the one config builder (write_config), a project directory under tmp_path (Project), the
+fixtures (`project`, `server`, `own_logging`, `no_ticker_config`), the ways to run
+`ticker` (in this process, or as a real process), and the checks and damage tests share.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
+import json
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
+from servers import LocalServer
 
 from ticker.cli import cli
 
-# The quotes of 20 March 2025 (facts, from FORMAT.md): base, rate, change.
-MARCH_20 = (
-    ("KGS", "0.01164", "0.87"),
-    ("KZT", "0.00199", "-0"),
-    ("TJS", "0.09168", "-0.11"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28573", "-0.14"),
+# --- configs -------------------------------------------------------------------------------
+
+TomlValue = str | int | float | bool
+
+# [http] for a source on the local server: every fault ends in seconds, not minutes.
+# A test changes a key with `http=LOCAL_HTTP | {"retries": 0}`.
+LOCAL_HTTP: Mapping[str, TomlValue] = MappingProxyType(
+    {
+        "timeout": 2.0,
+        "max_bytes": 5 * 1024 * 1024,
+        "retries": 2,
+        "backoff": 0,
+        "max_retry_after": 2,
+        "deadline": 60,
+    }
 )
-FILLER = (
-    "Filler paragraph written for the ticker tests. It talks about the weather over the\n"
-    "steppe, a bridge that was painted green, and a market that opens at dawn. The tenge\n"
-    "and the som are mentioned in prose here, 1 USD = 520 KZT, which is not a ticker.\n"
+# [schedule] for a daemon under test: a scrape every second, on time.
+QUICK_SCHEDULE: Mapping[str, TomlValue] = MappingProxyType(
+    {"scrape": 1, "jitter": 0, "misfire_grace_time": 60}
 )
 
 
-def ticker_block(quotes: Sequence[tuple[str, str, str]], copies: int = 8) -> str:
-    """The marquee as a text dump shows it: the first line starts at the bullet."""
-    lines = [f"  \u2022 {base}/USD = {rate} {change}%" for base, rate, change in quotes]
-    return "\n".join(lines * copies).lstrip() + "\n"
+def _toml(value: TomlValue | Sequence[str]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    return "[" + ", ".join(_toml(v) for v in value) + "]"
 
 
-def text_page(
-    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
-    day: str | None = "20 March 2025",
-    note: str = "",
-    copies: int = 8,
-) -> str:
-    """A text dump: ticker block, the site's date line (None: a listing page), filler."""
-    head = ticker_block(quotes, copies)
-    after = f"{day}\n" if day else "Viewing results 1 - 6 of 111\n"
-    return f"{head}{after}18 March 2025\n\n{note}\n{FILLER}"
-
-
-def html_page(
-    quotes: Sequence[tuple[str, str, str]] = MARCH_20,
-    day: str | None = "20 March 2025",
-    note: str = "",
-) -> str:
-    """A page as served: the marquee as list items, the date in a div, an article."""
-    items = "".join(
-        f'<li class="tick"><span class="pair">{b}/USD</span> = <span class="rate">{r}</span>'
-        f' <span class="chg">{c}%</span></li>'
-        for b, r, c in quotes
-    )
-    date_div = f'<div class="today">{day}</div>' if day else "<div>Viewing results</div>"
-    return (
-        "<!DOCTYPE html><html><head><title>Test page</title>"
-        "<style>.tick{color:red}</style></head><body>"
-        f'<div class="marquee"><ul>{items * 8}</ul></div>{date_div}'
-        f"<article><h1>Filler {note}</h1><p>{FILLER}</p><p>18 March 2025</p></article>"
-        "</body></html>"
-    )
-
-
-def gz(data: str | bytes) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return gzip.compress(raw, mtime=0)
-
-
-@dataclass(frozen=True)
-class WarcRecord:
-    """One record for warc_bytes: a response (an HTTP status line and headers) or other."""
-
-    body: str | bytes
-    date: datetime | None = None  # aware; None leaves warcio's own WARC-Date (now)
-    url: str = "https://timesca.com/"
-    status: str = "200 OK"
-    content_type: str = "text/html; charset=utf-8"
-    rec_type: str = "response"
-
-
-def warc_bytes(records: Sequence[WarcRecord], compress: bool) -> bytes:
-    """A WARC file written with warcio's WARCWriter (gzip members when compress)."""
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=compress)
-    for rec in records:
-        body = rec.body.encode("utf-8") if isinstance(rec.body, str) else rec.body
-        headers = None
-        if rec.rec_type == "response":
-            headers = StatusAndHeaders(
-                rec.status, [("Content-Type", rec.content_type)], protocol="HTTP/1.1"
-            )
-        record = writer.create_warc_record(
-            rec.url,
-            rec.rec_type,
-            payload=io.BytesIO(body),
-            http_headers=headers,
-            warc_content_type="text/plain" if rec.rec_type == "resource" else None,
-        )
-        if rec.date is not None:
-            stamp = rec.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            record.rec_headers.replace_header("WARC-Date", stamp)
-        writer.write_record(record)
-    return buf.getvalue()
+def write_config(
+    directory: Path,
+    *,
+    store: str = "ticker.duckdb",
+    lock_timeout: float = 0.5,
+    url: str | None = None,
+    pairs: Sequence[str] | None = None,
+    http: Mapping[str, TomlValue] = LOCAL_HTTP,
+    schedule: Mapping[str, TomlValue] = QUICK_SCHEDULE,
+    archive: str | None = "pages",
+    charts: str | None = "charts",
+    extra: str = "",
+) -> Path:
+    """Write `directory`/config.toml and return its path. Paths in it are relative to it:
+    the store, the page archive, the charts (None, or an empty `http` or `schedule`, leaves
+    that table out: ticker's defaults). The one source is ticker's default (timesca, the
+    real site, which no test fetches) unless `url` (a page on the local server) or `pairs`
+    is given. `extra` is TOML added at the end: more tables, another [[sources]]."""
+    lines = [f"[store]\npath = {_toml(store)}\nlock_timeout = {_toml(lock_timeout)}\n"]
+    if url is not None or pairs is not None:
+        source = {"name": "timesca", "timezone": "Asia/Almaty"}
+        if url is not None:
+            source["url"] = url
+        lines.append("[[sources]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in source.items()))
+        if pairs is not None:
+            lines[-1] += f"pairs = {_toml(pairs)}\n"
+    tables: dict[str, Mapping[str, TomlValue]] = {
+        "http": http,
+        "schedule": schedule,
+        "archive": {"dir": archive} if archive is not None else {},
+        "charts": {"dir": charts} if charts is not None else {},
+    }
+    for table, keys in tables.items():
+        if keys:
+            lines.append(f"[{table}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items()))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + extra, encoding="utf-8")
+    return path
 
 
 class Project:
-    """A ticker project under tmp_path: config.toml, db/, dumps/; commands run on it."""
+    """A ticker project under tmp_path: config.toml (written by write_config: the store
+    in db/, a 5 s lock_timeout, and `config`'s options), dumps/; commands run on it."""
 
-    def __init__(self, root: Path, lock_timeout: float = 5, extra: str = "") -> None:
+    def __init__(self, root: Path, lock_timeout: float = 5, **config: Any) -> None:
         self.root = root
         self.dumps = root / "dumps"
         self.dumps.mkdir(parents=True, exist_ok=True)
-        self.config = root / "config.toml"
         self.db = root / "db" / "ticker.duckdb"
-        self.config.write_text(
-            f'[store]\npath = "db/ticker.duckdb"\nlock_timeout = {lock_timeout}\n{extra}',
-            encoding="utf-8",
+        self.config = write_config(
+            root, store="db/ticker.duckdb", lock_timeout=lock_timeout, **config
         )
 
     def write(self, name: str, data: str | bytes) -> Path:
@@ -148,9 +120,8 @@ class Project:
         return path
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        """`ticker --config <config> ARGS` in this process, through click's CliRunner."""
-        runner = CliRunner()
-        return runner.invoke(cli, ["--config", str(self.config), *args], env=env)
+        """`ticker --config <config> ARGS` in this process."""
+        return ticker_in_process(self.config, *args, env=env)
 
     def backfill(self, *paths: str | Path, extra: Sequence[str] = ()) -> Result:
         targets = [str(p) for p in paths] or [str(self.dumps)]
@@ -193,29 +164,81 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path / "project")
 
 
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    """The local HTTP server for this test: it serves what the test routes to it."""
+    with LocalServer() as s:
+        yield s
+
+
+# --- running ticker ----------------------------------------------------------------------
+
+
+def ticker_in_process(config: Path | None, *args: str, env: dict[str, str] | None = None) -> Result:
+    """`ticker [--config CONFIG] ARGS` in this process, through click's CliRunner."""
+    argv = ["--config", str(config)] if config is not None else []
+    return CliRunner().invoke(cli, [*argv, *args], env=env)
+
+
+def ticker_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ticker process: this one's, without a TICKER_CONFIG from
+    whoever runs the tests, and with `extra`."""
+    env = dict(os.environ)
+    env.pop("TICKER_CONFIG", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the processes leave no .pyc files behind
+    env.update(extra or {})
+    return env
+
+
+def _process_args(
+    config: Path | None, args: Sequence[str], cwd: Path | None
+) -> tuple[list[str], Path | None]:
+    cmd = [sys.executable, "-m", "ticker"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+        if cwd is None and config.is_absolute():
+            cwd = config.parent
+    return [*cmd, *args], cwd
+
+
 def ticker_subprocess(
     config: Path | None,
     *args: str,
     cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[str]:
-    """`python -m ticker [--config CONFIG] ARGS` as a real process."""
-    cmd = [sys.executable, "-m", "ticker"]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    full_env = dict(os.environ)
-    full_env.pop("TICKER_CONFIG", None)  # only what the test gives
-    full_env.update(env or {})
-    return subprocess.run(
-        [*cmd, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    check: bool = False,
+    **run: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`python -m ticker [--config CONFIG] ARGS` as a real process, run to its end in
+    `cwd` (by default the config's directory, as a user runs it from the project), its
+    stdout and stderr captured as text unless `run` (subprocess.run's options) says
+    otherwise. With `check`, a non-zero exit code fails the test."""
+    argv, cwd = _process_args(config, args, cwd)
+    run = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True} | run
+    proc = subprocess.run(argv, cwd=cwd, env=ticker_env(env), timeout=timeout, check=False, **run)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"ticker {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def start_ticker(
+    config: Path | None,
+    *args: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[str]:
+    """`python -m ticker [--config CONFIG] ARGS` started and left running (a daemon, or
+    commands run at once), as ticker_subprocess runs it; `popen` is subprocess.Popen's
+    options (its stdout and stderr are inherited unless they say)."""
+    argv, cwd = _process_args(config, args, cwd)
+    return subprocess.Popen(argv, text=True, cwd=cwd, env=ticker_env(env), **popen)
+
+
+# --- what a test checks, and damage it does ------------------------------------------------
 
 
 def one_error_line(stderr: str) -> str:

@@ -1,18 +1,23 @@
-"""A real HTTP server on 127.0.0.1 (port 0) for fetch, scrape and daemon tests, the
-faults it can stage, and ticker pages in plausible markup to serve.
+"""The local HTTP server the tests fetch from: a real server on 127.0.0.1 (port 0), the
+replies and faults it can stage, and stand-ins for what a server cannot do (a trickled
+TLS handshake, connects that hang, a refused port). The pages it serves are built in
+pages.py.
 
     with LocalServer() as server:
-        server.route("/", page(), status(500))   # replies in order; the last repeats
+        server.route("/", html(html_page()), status(500))  # in order; the last repeats
         url = server.url("/")
+
+In a test, the `server` fixture (conftest.py) gives one, stopped after the test.
 """
 
 from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,99 +25,31 @@ from typing import Any
 
 Reply = Callable[["_Handler"], None]
 
-QUOTES: tuple[tuple[str, str, str], ...] = (
-    ("KGS/USD", "0.01164", "0.87"),
-    ("KZT/USD", "0.00199", "-0"),
-    ("TJS/USD", "0.09168", "-0.11"),
-    ("UZS/USD", "0.00008", "0"),
-    ("TMT/USD", "0.28573", "-0.14"),
-)
-
-_FILLER = (
-    "The morning train to the invented town of Arbuz left twelve minutes late, and the "
-    "conductor spent the delay explaining the timetable to a goat. ",
-    "At the weekly market the apricot sellers moved to the shady side of the square; the "
-    "tea stall followed them by noon. ",
-    "A committee met to discuss the colour of the new footbridge and agreed to meet again. ",
-)
-
-
-def page(
-    quotes: Sequence[tuple[str, str, str]] = QUOTES,
-    date: str | None = "20 March 2025",
-    copies: int = 8,
-    filler_paragraphs: int = 12,
-) -> bytes:
-    """A news page whose header carries the ticker marquee, then the date, then text."""
-    items = []
-    for _ in range(copies):
-        for pair, rate, change in quotes:
-            cls = "down" if change.startswith("-") else "up"
-            items.append(
-                f"      <li><span>{pair}</span> = <span>{rate}</span> "
-                f'<span class="{cls}">{change}%</span></li>'
-            )
-    date_div = f'    <div class="header-date">{date}</div>\n' if date else ""
-    body = "\n".join(
-        f"      <p>{_FILLER[i % len(_FILLER)] * 3}</p>" for i in range(filler_paragraphs)
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        "<title>An invented story | The Times of Central Asia</title>\n"
-        "<style>.up{color:#090}.down{color:#c00}</style>\n"
-        "<script>window.dataLayer = window.dataLayer || [];</script>\n</head>\n<body>\n"
-        '  <header class="site-header">\n    <div class="currency-ticker">\n'
-        '    <ul class="marquee">\n'
-        + "\n".join(items)
-        + "\n    </ul>\n    </div>\n"
-        + date_div
-        + '    <nav><ul><li><a href="/news">News</a></li><li><a href="/opinion">Opinion</a>'
-        "</li></ul></nav>\n  </header>\n  <main>\n    <article>\n"
-        "      <h1>An invented story about a footbridge</h1>\n" + body + "\n"
-        "    </article>\n  </main>\n  <footer>Filler footer text.</footer>\n</body>\n</html>\n"
-    ).encode()
-
-
-def changed_markup_page() -> bytes:
-    """The ticker redesigned: figures in data attributes and a table, no 'PAIR = RATE'."""
-    rows = "".join(
-        f'<tr data-pair="{p}"><td class="c">{p.split("/")[0]}</td>'
-        f'<td data-rate="{r}"></td><td>{c}</td></tr>'
-        for p, r, c in QUOTES
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>TCA</title></head><body>"
-        f"<header><table class='fx-widget'>{rows}</table>"
-        "<div class='header-date'>20 March 2025</div></header>"
-        "<main><p>" + _FILLER[0] * 20 + "</p></main></body></html>"
-    ).encode()
-
-
-def no_ticker_page() -> bytes:
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Maintenance</title></head>"
-        "<body><header><a href='/'>Logo</a></header><main><h1>Back soon</h1><p>"
-        + _FILLER[1]
-        * 10
-        + " The tenge fell to 520 per dollar, 1 USD = 12,600 UZS, says nobody.</p></main>"
-        "</body></html>"
-    ).encode()
-
-
 # --- replies: what the server does with one request -------------------------------------
 
 
+def _bytes(body: str | bytes) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else body
+
+
 def html(
-    body: bytes, status: int = 200, headers: dict[str, str] | None = None, *, ctype: str = ""
+    body: str | bytes,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    ctype: str = "",
 ) -> Reply:
+    """`body` (text is sent as UTF-8) with `status`, as text/html unless `ctype` says."""
+    data = _bytes(body)
+
     def reply(h: _Handler) -> None:
         h.send_response(status)
         h.send_header("Content-Type", ctype or "text/html; charset=utf-8")
-        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
-        h.wfile.write(body)
+        h.wfile.write(data)
 
     return reply
 
@@ -125,7 +62,7 @@ def redirect(to: str) -> Reply:
     return status(302, {"Location": to})
 
 
-def conditional(body: bytes, etag: str, last_modified: str | None = None) -> Reply:
+def conditional(body: str | bytes, etag: str, last_modified: str | None = None) -> Reply:
     """200 with an ETag, or 304 when the request names that ETag."""
 
     def reply(h: _Handler) -> None:
@@ -284,8 +221,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        # accept() waits at most this long: a wait that finds no connection (one seen as
+        # ready that is gone) cannot hold the serving thread, and so stop(), forever. The
+        # connections accepted are blocking, as without it.
+        self.socket.settimeout(1.0)
         self.lock = threading.Lock()
         self.routes: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
@@ -297,10 +238,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """An HTTP server on 127.0.0.1, port 0, serving scripted replies per path."""
+    """An HTTP server on 127.0.0.1 serving scripted replies per path: on port 0 (a free
+    port), or on `port` (the one a stopped server used: a site that comes back); HTTPS
+    with the certificate of `tls` (a server-side SSL context) when given."""
 
-    def __init__(self) -> None:
-        self._server = _Server()
+    def __init__(self, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+        self._server = _Server(port)
+        self.scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -322,7 +269,7 @@ class LocalServer:
         return int(self._server.server_address[1])
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def route(self, path: str, *replies: Reply) -> None:
         """Serve `replies` to successive requests for `path`; the last one repeats."""
@@ -403,53 +350,3 @@ def refused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
-
-
-def write_config(
-    directory: Any,
-    url: str,
-    *,
-    timeout: float = 2.0,
-    retries: int = 2,
-    max_bytes: int = 5 * 1024 * 1024,
-    max_retry_after: float = 2,
-    deadline: float = 60,
-    lock_timeout: float = 0.5,
-    scrape: int | str = 1,
-    extra: str = "",
-) -> Any:
-    """A config.toml for tests: the store and archive in `directory`, one source at url."""
-    path = directory / "config.toml"
-    scrape_value = f'"{scrape}"' if isinstance(scrape, str) else str(scrape)
-    path.write_text(
-        f"""[store]
-path = "ticker.duckdb"
-lock_timeout = {lock_timeout}
-
-[[sources]]
-name = "timesca"
-url = "{url}"
-timezone = "Asia/Almaty"
-
-[http]
-timeout = {timeout}
-max_bytes = {max_bytes}
-retries = {retries}
-backoff = 0
-max_retry_after = {max_retry_after}
-deadline = {deadline}
-
-[archive]
-dir = "pages"
-
-[schedule]
-scrape = {scrape_value}
-jitter = 0
-misfire_grace_time = 60
-
-[charts]
-dir = "charts"
-{extra}""",
-        encoding="utf-8",
-    )
-    return path

@@ -15,38 +15,24 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import (
+from conftest import Project, one_error_line, ticker_subprocess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pages import (
+    DEC_09,
+    FOUR_PAIRS,
     MARCH_20,
-    Project,
     WarcRecord,
     gz,
     html_page,
-    one_error_line,
+    no_ticker_page,
     text_page,
-    ticker_subprocess,
     warc_bytes,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ticker import backfill as backfill_job
 from ticker.config import load_config
 from ticker.dumps import SOURCE_HEADER
-
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
-FOUR_PAIRS = (
-    ("KGS", "0.01143", "0.05"),
-    ("KZT", "0.00224", "-0.23"),
-    ("TJS", "0.09174", "0"),
-    ("UZS", "0.00009", "-0"),
-)
-OTHER_SITE = "Analysis | a page of another site\n\nThe tenge fell to 520 per dollar.\nUSD/KZT\n"
 
 
 def line(output: str, label: str) -> str:
@@ -88,7 +74,7 @@ def test_summary_counts_every_kind_of_page(project: Project) -> None:
     project.write("a/december.txt", text_page(DEC_09, "09 December 2025"))
     project.write("b/older.txt", text_page(FOUR_PAIRS, "14 June 2023"))
     listing = project.write("b/listing.txt", text_page(MARCH_20, day=None))
-    project.write("other.txt", OTHER_SITE)
+    project.write("other.txt", no_ticker_page(markup=False))
     project.write("notes.md", "not a page dump: not read")
 
     result = project.backfill()
@@ -567,8 +553,7 @@ def test_an_unknown_currency_code_is_reported_and_not_stored(project: Project) -
 
 
 def test_only_the_configured_pairs_are_stored(tmp_path: Path) -> None:
-    extra = '[[sources]]\nname = "timesca"\npairs = ["KZT/USD", "UZS/USD"]\n'
-    project = Project(tmp_path / "p", extra=extra)
+    project = Project(tmp_path / "p", pairs=("KZT/USD", "UZS/USD"))
     project.write("page.txt", text_page())
 
     result = project.backfill()

@@ -11,11 +11,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import Project, one_error_line, text_page, ticker_subprocess
-from servers import LocalServer, html, page
+from click.testing import Result
+from conftest import Project, one_error_line, ticker_in_process, ticker_subprocess
+from pages import html_page, text_page
+from servers import LocalServer, html
 
-from ticker.cli import cli
 from ticker.config import load_config
 from ticker.errors import ConfigError
 
@@ -40,6 +40,7 @@ LIMITS: dict[str, tuple[float, float, float, float]] = {
     "charts.window_days": (0, 1, 36525, 36526),
     "status.stale_after": (0, 1, YEAR, YEAR + 0.5),
     "recover.per_minute": (0, 1, 100000, 100001),
+    "serve.port": (-1, 0, 65535, 65536),
 }
 # How each message states the highest value.
 STATED = {key: str(int(limits[2])) for key, limits in LIMITS.items()}
@@ -194,7 +195,7 @@ def test_a_bad_config_file_is_one_line_naming_it(project: Project, case: str) ->
     make, expected = FILES[case]
     path = make(project.root)
 
-    result = CliRunner().invoke(cli, ["--config", str(path), "latest"])
+    result = ticker_in_process(path, "latest")
 
     assert result.exit_code == 2, result.output
     message = one_error_line(result.stderr)
@@ -255,7 +256,9 @@ def _ok(result: Result) -> Result:
 
 @pytest.mark.usefixtures("own_logging")
 @pytest.mark.parametrize("end", ["lowest", "highest"])
-def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) -> None:
+def test_every_number_at_the_end_of_its_range_works(
+    tmp_path: Path, server: LocalServer, end: str
+) -> None:
     from apscheduler.events import EVENT_JOB_MISSED
     from apscheduler.executors.base import run_job
 
@@ -270,24 +273,21 @@ def test_every_number_at_the_end_of_its_range_works(tmp_path: Path, end: str) ->
     # two recent days, both before today in UTC and in Almaty
     day = datetime.now(ZoneInfo("Asia/Almaty")).date() - timedelta(days=2)
     days = (day - timedelta(days=1), day)
-    with LocalServer() as server:
-        server.route(
-            "/",
-            html(page(date=f"{days[0]:%d %B %Y}")),
-            html(page(date=f"{days[1]:%d %B %Y}")),
-        )
-        body = "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
-        project = Project(tmp_path / "p")
-        project.config.write_text(
-            f'{body}[[sources]]\nurl = "{server.url("/")}"\n', encoding="utf-8"
-        )
-        config = load_config(project.config)
+    server.route(
+        "/",
+        html(html_page(day=days[0])),
+        html(html_page(day=days[1])),
+    )
+    body = "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
+    project = Project(tmp_path / "p")
+    project.config.write_text(f'{body}[[sources]]\nurl = "{server.url("/")}"\n', encoding="utf-8")
+    config = load_config(project.config)
 
-        scrapes = [_ok(project.run("scrape")) for _ in range(2)]
-        latest = _ok(project.run("latest"))
-        status = _ok(project.run("status"))
-        check = _ok(project.run("check"))
-        chart = _ok(project.run("chart", "--pair", "KZT"))
+    scrapes = [_ok(project.run("scrape")) for _ in range(2)]
+    latest = _ok(project.run("latest"))
+    status = _ok(project.run("status"))
+    check = _ok(project.run("check"))
+    chart = _ok(project.run("chart", "--pair", "KZT"))
 
     if end == "highest":
         assert [r.exit_code for r in scrapes] == [0, 0], [r.output for r in scrapes]

@@ -16,45 +16,33 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from conftest import (
-    MARCH_20,
-    Project,
-    WarcRecord,
-    gz,
-    html_page,
-    one_error_line,
-    text_page,
-    ticker_block,
-    ticker_subprocess,
-    warc_bytes,
-)
+from conftest import Project, one_error_line, ticker_subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pages import (
+    DEC_09,
+    FOUR_PAIRS,
+    MARCH_20,
+    WarcRecord,
+    bullet_page,
+    gz,
+    html_page,
+    text_page,
+    ticker_block,
+    warc_bytes,
+)
 
 from ticker import backfill as backfill_job
 from ticker.config import Source, load_config
 from ticker.models import Page
 from ticker.sources.ticker import TickerReader
 
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
-JUNE_14 = (
-    ("KGS", "0.01143", "0.05"),
-    ("KZT", "0.00224", "-0.23"),
-    ("TJS", "0.09174", "0"),
-    ("UZS", "0.00009", "-0"),
-)
 GOOD = {
     "good/march.txt": lambda: text_page(MARCH_20, "20 March 2025").encode(),
     "good/december.html": lambda: html_page(DEC_09, "09 December 2025").encode(),
     # undated page: dated by its WARC-Date, 09:00 UTC on 14 June 2023
     "good/june.warc.gz": lambda: warc_bytes(
-        [WarcRecord(html_page(JUNE_14, day=None), datetime(2023, 6, 14, 9, tzinfo=UTC))],
+        [WarcRecord(html_page(FOUR_PAIRS, day=None), datetime(2023, 6, 14, 9, tzinfo=UTC))],
         compress=True,
     ),
 }
@@ -70,15 +58,6 @@ def warc_dated(stamp: str, body: str | None = None) -> bytes:
     return data
 
 
-def bullet_html(quotes: tuple[tuple[str, str, str], ...], day: str, head: str = "") -> str:
-    """A page whose ticker lines start with a "•" bullet, as the live site renders them."""
-    items = "".join(f"<li>\u2022 {b}/USD = {r} {c}%</li>" for b, r, c in quotes) * 8
-    return (
-        f"<!DOCTYPE html><html><head>{head}</head><body><header><ul>{items}</ul>"
-        f"<div>{day}</div></header><p>Курс валют: filler of our own.</p></body></html>"
-    )
-
-
 def many_versions() -> bytes:
     """10,000 copies of KGS/USD, each printing another rate: one ~300 KB 'disagree' list."""
     lines = "\n".join(f"  \u2022 KGS/USD = 0.0{10000 + i} 0.1%" for i in range(10_000))
@@ -88,7 +67,7 @@ def many_versions() -> bytes:
 def odd_lines() -> bytes:
     """One readable pair, then 5,000 distinct lines whose pair cannot be made out."""
     odd = "\n".join(f"  \u2022 x{i}/USD = 0.{i} 1%" for i in range(5_000))
-    return f"{ticker_block(JUNE_14[:1], 1)}{odd}\n05 May 2024\nfiller\n".encode()
+    return f"{ticker_block(FOUR_PAIRS[:1], 1)}{odd}\n05 May 2024\nfiller\n".encode()
 
 
 @dataclass(frozen=True)
@@ -164,7 +143,7 @@ HOSTILE = {
     ),
     # UTF-8 declared as windows-1251: every "•" reads as "вЂў", so only the first line
     "misdeclared-utf-8.html": Hostile(
-        lambda: bullet_html(DEC_09, "07 December 2025", '<meta charset="windows-1251">').encode(),
+        lambda: bullet_page(DEC_09, "07 December 2025", '<meta charset="windows-1251">').encode(),
         PARTIAL,
         "unreadable ticker line",
         0,
@@ -196,32 +175,28 @@ VALID = {
         "2024-04-03",
     ),
     "cp1251-no-charset.html": (
-        lambda: bullet_html(DEC_09, "04 April 2024").encode("cp1251"),
+        lambda: bullet_page(DEC_09, "04 April 2024").encode("cp1251"),
         "2024-04-04",
     ),
     "cp1252-no-charset.htm.gz": (
-        lambda: gz(
-            bullet_html(DEC_09, "05 April 2024").replace("Курс валют", "Café").encode("cp1252")
-        ),
+        lambda: gz(bullet_page(DEC_09, "05 April 2024", prose="Café").encode("cp1252")),
         "2024-04-05",
     ),
     "latin-1-meta.html": (
-        lambda: (
-            bullet_html(DEC_09, "06 April 2024", '<meta charset="iso-8859-1">')
-            .replace("Курс валют", "Café")
-            .encode("cp1252")
-        ),
+        lambda: bullet_page(
+            DEC_09, "06 April 2024", '<meta charset="iso-8859-1">', prose="Café"
+        ).encode("cp1252"),
         "2024-04-06",
     ),
     "utf-7-meta.html": (
-        lambda: bullet_html(DEC_09, "07 April 2024", '<meta charset="utf-7">').encode(),
+        lambda: bullet_page(DEC_09, "07 April 2024", '<meta charset="utf-7">').encode(),
         "2024-04-07",
     ),
     "windows-1251-in-warc.warc": (
         lambda: warc_bytes(
             [
                 WarcRecord(
-                    bullet_html(DEC_09, "08 April 2024").encode("cp1251"),
+                    bullet_page(DEC_09, "08 April 2024").encode("cp1251"),
                     datetime(2024, 4, 8, 9, tzinfo=UTC),
                     content_type="text/html; charset=windows-1251",
                 )

@@ -21,18 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import MARCH_20, Project, one_error_line, text_page
-from servers import LocalServer, html, page, write_config
+from conftest import LOCAL_HTTP, Project, one_error_line, ticker_subprocess, write_config
+from pages import DEC_09, MARCH_20, html_page, text_page
+from servers import LocalServer, html
 
 from ticker.charts.files import read_fingerprint
 
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
 # each command that writes a file, with the arguments before --out; charts of one pair
 COMMANDS: dict[str, tuple[str, ...]] = {
     "csv": ("export", "--format", "csv"),
@@ -42,13 +36,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 EXPORTS = ("csv", "json", "parquet")
 OLD = b"old contents\n"
-CHARTS_DIR = '[charts]\ndir = "charts"\n'
 
 
 @pytest.fixture(scope="module")
 def loaded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two days of quotes (enough for a chart), charts in <project>/charts; made once."""
-    project = Project(tmp_path_factory.mktemp("template") / "project", extra=CHARTS_DIR)
+    project = Project(tmp_path_factory.mktemp("template") / "project", charts="charts")
     project.write("a.txt", text_page(MARCH_20, "20 March 2025"))
     project.write("b.txt", text_page(DEC_09, "09 December 2025"))
     result = project.backfill()
@@ -60,7 +53,7 @@ def loaded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def loaded(loaded_template: Path, tmp_path: Path) -> Project:
     """A copy of the template project under this test's tmp_path."""
     shutil.copytree(loaded_template, tmp_path / "project")
-    return Project(tmp_path / "project", extra=CHARTS_DIR)
+    return Project(tmp_path / "project", charts="charts")
 
 
 def expected_export(project: Project, fmt: str, scratch: Path) -> bytes:
@@ -176,12 +169,8 @@ def test_export_to_a_link_to_stdout_reaches_stdout(
     expected = expected_export(loaded, fmt, tmp_path)
     link = tmp_path / "stdout"
     link.symlink_to("/proc/self/fd/1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "ticker", "--config", str(loaded.config), *COMMANDS[fmt]]
-        + ["--out", str(link)],
-        capture_output=True,
-        timeout=60,
-        check=False,
+    proc = ticker_subprocess(
+        loaded.config, *COMMANDS[fmt], "--out", str(link), timeout=60, text=False
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == expected
@@ -442,49 +431,29 @@ def test_a_bad_output_place_is_one_error_line(
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as server:
-        server.route("/", html(page(date="09 December 2025")))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def live_template(tmp_path_factory: pytest.TempPathFactory, server: LocalServer) -> Path:
-    """A project with a source on the local server and two stored days; made once."""
+def live_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a source on 127.0.0.1 and two stored days; made once."""
     root = tmp_path_factory.mktemp("live")
-    config = write_config(root, server.url("/"), retries=0)
+    config = write_config(root, url="http://127.0.0.1:9/", http=LOCAL_HTTP | {"retries": 0})
     dumps = root / "dumps"
     dumps.mkdir()
     (dumps / "a.txt").write_text(text_page(MARCH_20, "20 March 2025"), encoding="utf-8")
     (dumps / "b.txt").write_text(text_page(DEC_09, "09 December 2025"), encoding="utf-8")
-    proc = ticker(config, "backfill", str(dumps))
+    proc = ticker_subprocess(config, "backfill", str(dumps), timeout=60)
     assert proc.returncode == 0, proc.stderr
     # drawn once here: the chart runs below find their PNG unchanged and only print
-    proc = ticker(config, *PRINTING["chart"])
+    proc = ticker_subprocess(config, *PRINTING["chart"], timeout=60)
     assert proc.returncode == 0, proc.stderr
     return root
 
 
 @pytest.fixture
-def live(live_template: Path, tmp_path: Path) -> Path:
-    """A copy of the live template under this test's tmp_path; its config."""
+def live(live_template: Path, tmp_path: Path, server: LocalServer) -> Path:
+    """A copy of the live template under this test's tmp_path, its source on this test's
+    server; its config."""
     shutil.copytree(live_template, tmp_path / "live")
-    return tmp_path / "live" / "config.toml"
-
-
-def ticker(
-    config: Path, *args: str, stdout: int | None = subprocess.PIPE, close_stdout: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """`python -m ticker --config CONFIG ARGS` with its stdout on `stdout`, or closed."""
-    return subprocess.run(
-        [sys.executable, "-m", "ticker", "--config", str(config), *args],
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=(lambda: os.close(1)) if close_stdout else None,
-    )
+    server.route("/", html(html_page(day="09 December 2025")))
+    return write_config(tmp_path / "live", url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
 
 
 PRINTING = {
@@ -511,12 +480,14 @@ def test_stdout_that_cannot_be_written_is_one_error_line(live: Path, kind: str, 
     if kind == "full":
         fd = os.open(mknod(live.parent / "full", 7), os.O_WRONLY)
         try:
-            proc = ticker(live, *_args(name, live), stdout=fd)
+            proc = ticker_subprocess(live, *_args(name, live), timeout=60, stdout=fd)
         finally:
             os.close(fd)
         says = "No space left on device (free some space or choose another place)"
     else:
-        proc = ticker(live, *_args(name, live), stdout=None, close_stdout=True)
+        proc = ticker_subprocess(
+            live, *_args(name, live), timeout=60, stdout=None, preexec_fn=lambda: os.close(1)
+        )
         says = "it is closed (start ticker with it open)"
     assert one_error_line(proc.stderr) == f"error: standard output: {says}"
     assert proc.returncode == 1
@@ -528,7 +499,7 @@ def test_stdout_closed_by_its_reader_exits_quietly(live: Path, name: str) -> Non
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        proc = ticker(live, *_args(name, live), stdout=write_end)
+        proc = ticker_subprocess(live, *_args(name, live), timeout=60, stdout=write_end)
     finally:
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -455,7 +455,7 @@ def test_windows_at_the_edges_of_the_calendar_draw_or_say_why(
     one that holds no stored day is one usage error, never a traceback."""
     from conftest import Project, one_error_line
 
-    project = Project(tmp_path / "p", extra='[charts]\ndir = "charts"\n')
+    project = Project(tmp_path / "p", charts="charts")
     _store_days(project.db, days)
     result = project.run("chart", "--pair", "KZT", "--pair", "UZS", *args)
     if outcome == "drawn":

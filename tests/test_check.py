@@ -10,10 +10,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from _trust import PAIRS, DayQuotes, Quote, page, printed_change, simulate, write_config
-from click.testing import CliRunner
+from conftest import ticker_in_process, write_config
 from hypothesis import given
 from hypothesis import strategies as st
+from pages import PAIRS, DayQuotes, Quote, printed_change, simulate, text_page
 
 from ticker.check import (
     Day,
@@ -26,7 +26,6 @@ from ticker.check import (
     rate_interval,
     run_check,
 )
-from ticker.cli import cli
 from ticker.config import load_config
 
 START = date(2024, 1, 1)
@@ -247,17 +246,17 @@ def _load(tmp_path: Path, pages: dict[str, str], **config: object) -> Path:
     for name, text in pages.items():
         (dumps / name).parent.mkdir(parents=True, exist_ok=True)
         (dumps / name).write_text(text, encoding="utf-8")
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "backfill", str(dumps)])
+    result = ticker_in_process(cfg, "backfill", str(dumps))
     assert result.exit_code == 0, result.output
     return cfg
 
 
 def _pages(series: list[DayQuotes]) -> dict[str, str]:
-    return {f"d/{i:04d}.txt": page(d) for i, d in enumerate(series)}
+    return {f"d/{i:04d}.txt": text_page(d.quotes, d.date) for i, d in enumerate(series)}
 
 
 def _check(cfg: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "check", *args])
+    result = ticker_in_process(cfg, "check", *args)
     return result.exit_code, result.stdout
 
 
@@ -276,13 +275,13 @@ def test_check_command_finds_each_kind_in_a_real_store(tmp_path: Path) -> None:
     # a bad printed change
     wrong = series[30]
     bad = tuple(replace(q, change="3") if q.pair == "TJS/USD" else q for q in wrong.quotes)
-    pages["d/0030.txt"] = page(DayQuotes(wrong.date, bad))
+    pages["d/0030.txt"] = text_page(bad, wrong.date)
     day = series[40]
     # a revision: the same date captured again later with another KZT rate
     other = tuple(replace(q, rate="0.00250") if q.pair == "KZT/USD" else q for q in day.quotes)
-    pages["e/0040-again.txt"] = page(DayQuotes(day.date, other))
+    pages["e/0040-again.txt"] = text_page(other, day.date)
     # an inconsistent page: its copies disagree
-    mixed = page(series[41]).replace(
+    mixed = text_page(series[41].quotes, series[41].date).replace(
         series[41].quotes[0].line(), Quote("KGS/USD", "0.01000", "0").line(), 1
     )
     pages["e/0041-mixed.txt"] = mixed
@@ -325,7 +324,7 @@ def test_run_check_reads_the_store_read_only(tmp_path: Path) -> None:
 
 
 def test_check_help_has_an_example() -> None:
-    result = CliRunner().invoke(cli, ["check", "--help"])
+    result = ticker_in_process(None, "check", "--help")
     assert result.exit_code == 0
     assert "Example" in result.output and "ticker check --json" in result.output
 
@@ -372,7 +371,8 @@ def test_future_dates_in_a_real_store_name_their_page(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     dumps = tmp_path / "dumps"
     dumps.mkdir()
-    (dumps / "typo.txt").write_text(page(simulate(date(2031, 5, 1), 1)[0]), encoding="utf-8")
+    typo = simulate(date(2031, 5, 1), 1)[0]
+    (dumps / "typo.txt").write_text(text_page(typo.quotes, typo.date), encoding="utf-8")
     config = load_config(cfg)
     # loaded when 2031 had come (or by a version that took any date)
     from ticker.backfill import backfill

@@ -15,32 +15,19 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import (
-    MARCH_20,
     Project,
     cut_short,
     one_error_line,
-    text_page,
+    ticker_in_process,
     ticker_subprocess,
     zero_bytes_of,
 )
+from pages import DEC_09, FOUR_PAIRS, MARCH_20, html_page, text_page
+from servers import LocalServer, html
 
 from ticker import __version__
 from ticker.cli import cli
 from ticker.store import Store
-
-DEC_09 = (
-    ("KGS", "0.01144", "0"),
-    ("KZT", "0.00194", "-0"),
-    ("TJS", "0.10844", "-0.46"),
-    ("UZS", "0.00008", "0"),
-    ("TMT", "0.28571", "0.28"),
-)
-FOUR_PAIRS = (
-    ("KGS", "0.01143", "0.05"),
-    ("KZT", "0.00224", "-0.23"),
-    ("TJS", "0.09174", "0"),
-    ("UZS", "0.00009", "-0"),
-)
 
 
 @pytest.fixture
@@ -212,18 +199,14 @@ def test_export_of_an_empty_store(project: Project) -> None:
 
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_help_of_every_command_has_an_example(command: str) -> None:
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = ticker_in_process(None, command, "--help")
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
     assert f"ticker {command}" in result.output or command == "run"
 
 
 def test_top_level_help_lists_the_commands() -> None:
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(cli, ["--help"])
+    result = ticker_in_process(None, "--help")
     assert result.exit_code == 0
     for command in ("backfill", "latest", "history", "export"):
         assert command in result.output
@@ -231,9 +214,7 @@ def test_top_level_help_lists_the_commands() -> None:
 
 
 def test_version() -> None:
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(cli, ["--version"])
+    result = ticker_in_process(None, "--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"ticker, version {__version__}"
 
@@ -391,16 +372,15 @@ def test_a_damaged_database_in_a_real_process(loaded: Project) -> None:
 
 
 @pytest.mark.usefixtures("own_logging")
-def test_scrape_into_a_damaged_database_records_a_store_error(tmp_path: Path) -> None:
-    from servers import LocalServer, html, page
-
-    with LocalServer() as server:
-        server.route("/", html(page()))
-        project = Project(tmp_path / "p", extra=f'[[sources]]\nurl = "{server.url("/")}"\n')
-        project.write("a.txt", text_page())
-        assert project.backfill().exit_code == 0
-        cut_short(project.db)
-        result = project.run("scrape")
+def test_scrape_into_a_damaged_database_records_a_store_error(
+    tmp_path: Path, server: LocalServer
+) -> None:
+    server.route("/", html(html_page()))
+    project = Project(tmp_path / "p", url=server.url("/"))
+    project.write("a.txt", text_page())
+    assert project.backfill().exit_code == 0
+    cut_short(project.db)
+    result = project.run("scrape")
 
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -8,7 +8,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Project, one_error_line, text_page, ticker_subprocess
+from conftest import Project, one_error_line, ticker_subprocess
+from pages import text_page
 
 from ticker.config import DEFAULT_PAIRS, load_config
 from ticker.errors import ConfigError

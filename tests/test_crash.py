@@ -21,7 +21,16 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from _trust import DayQuotes, env, page, run_ticker, simulate, write_config, write_dumps
+from conftest import (
+    LOCAL_HTTP,
+    QUICK_SCHEDULE,
+    start_ticker,
+    ticker_env,
+    ticker_subprocess,
+    write_config,
+)
+from pages import DayQuotes, html_page, no_ticker_page, simulate, write_dumps
+from servers import LocalServer, html
 
 from ticker.store import Store
 
@@ -55,7 +64,7 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     for i in range(50):
         path = root / "c" / f"other_{i:03d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page(None) + f"listing {i}\n", encoding="utf-8")
+        path.write_text(no_ticker_page(markup=False) + f"listing {i}\n", encoding="utf-8")
         expected[str(path)] = 0
     assert len(expected) == 2000
     return root, expected
@@ -115,7 +124,7 @@ def verify(db: Path, expected: dict[str, int] | None = None, quotes: int = 5) ->
 def _fresh(work: Path) -> Path:
     if work.exists():
         shutil.rmtree(work)
-    return write_config(work, db="ticker.duckdb")
+    return write_config(work, store="ticker.duckdb")
 
 
 @pytest.mark.slow
@@ -127,9 +136,9 @@ def test_kill_9_backfill_at_random_moments(
     # the reference: one uninterrupted run into a fresh database
     ref_cfg = _fresh(tmp_path / "reference")
     t0 = time.monotonic()
-    run_ticker(ref_cfg, "backfill", str(root), check=True)
+    ticker_subprocess(ref_cfg, "backfill", str(root), check=True)
     spans = {False: time.monotonic() - t0}
-    reference = run_ticker(ref_cfg, "export", check=True).stdout
+    reference = ticker_subprocess(ref_cfg, "export", check=True).stdout
     assert reference.count("\n") == DAYS * 5 + 1
     assert verify(ref_cfg.parent / "ticker.duckdb", expected) == 2000
     # the same with small batches; the kills fall within the time a run takes
@@ -137,7 +146,7 @@ def test_kill_9_backfill_at_random_moments(
     t0 = time.monotonic()
     assert _backfill(cfg, root, small=True).wait(300) == 0
     spans[True] = time.monotonic() - t0
-    assert run_ticker(cfg, "export", check=True).stdout == reference
+    assert ticker_subprocess(cfg, "export", check=True).stdout == reference
 
     rng = random.Random(20251123)
     kills = rounds = killed_with_data = 0
@@ -161,10 +170,10 @@ def test_kill_9_backfill_at_random_moments(
                 assert proc.returncode == 0
                 break  # it finished before its kill: this round is done
         # a run to the end (or a re-run that changes nothing) reaches the same export
-        run_ticker(cfg, "backfill", str(root), check=True)
+        ticker_subprocess(cfg, "backfill", str(root), check=True)
         assert verify(db, expected) == 2000
-        assert run_ticker(cfg, "export", check=True).stdout == reference
-    assert run_ticker(cfg, "latest", check=True).stdout.count("\n") == 6
+        assert ticker_subprocess(cfg, "export", check=True).stdout == reference
+    assert ticker_subprocess(cfg, "latest", check=True).stdout.count("\n") == 6
     left = len(list((tmp_path / "tmp").iterdir()))
     print(
         f"{kills} kills in {rounds} rounds, {killed_with_data} left a partly loaded store, "
@@ -173,23 +182,22 @@ def test_kill_9_backfill_at_random_moments(
     assert killed_with_data >= 2, "too few kills landed between commits to mean much"
 
 
-def _backfill(cfg: Path, root: Path, small: bool) -> subprocess.Popen[bytes]:
+def _backfill(cfg: Path, root: Path, small: bool) -> subprocess.Popen[str]:
     """`ticker backfill` as a subprocess (with small batches: many commits to fall between)."""
-    cmd = [sys.executable, "-c", SMALL_BATCHES] if small else _ticker()
     tmp = cfg.parent.parent / "tmp"  # staging files a killed run leaves stay in the test
     tmp.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [*cmd, "--config", str(cfg), "backfill", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**env(), "TMPDIR": str(tmp)},
-        cwd=cfg.parent,
-    )
-
-
-def _ticker() -> list[str]:
-    script = Path(sys.executable).parent / "ticker"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ticker"]
+    env = {"TMPDIR": str(tmp)}
+    args = ["--config", str(cfg), "backfill", str(root)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if small:
+        return subprocess.Popen(
+            [sys.executable, "-c", SMALL_BATCHES, *args],
+            text=True,
+            env=ticker_env(env),
+            cwd=cfg.parent,
+            **quiet,
+        )
+    return start_ticker(cfg, "backfill", str(root), env=env, **quiet)
 
 
 # --- the page archive ------------------------------------------------------------------------
@@ -237,7 +245,7 @@ def test_kill_9_archive_writer_never_leaves_a_half_file_that_reads_as_good(
             [sys.executable, "-c", ARCHIVE_WRITER, str(archive)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env(),
+            env=ticker_env(),
         )
         time.sleep(rng.uniform(0.25, 0.6))  # python and warcio start in about 0.2 s
         os.kill(proc.pid, signal.SIGKILL)
@@ -258,7 +266,7 @@ def test_kill_9_archive_writer_never_leaves_a_half_file_that_reads_as_good(
     files, _ = expand([str(archive)])
     assert len(files) >= written  # every page reported written is there, whole
     cfg = write_config(tmp_path)
-    result = run_ticker(cfg, "backfill", str(archive))
+    result = ticker_subprocess(cfg, "backfill", str(archive))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "files that could not be read: 0" in result.stdout
     # a temporary file a killed writer left is never read as a page
@@ -309,7 +317,7 @@ def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compres
         (pages / f"torn-{cut:06d}{suffix}").write_bytes(data[:cut])
     (pages / f"whole{suffix}").write_bytes(data)
     cfg = write_config(tmp_path)
-    result = run_ticker(cfg, "backfill", str(pages))
+    result = ticker_subprocess(cfg, "backfill", str(pages))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     db = cfg.parent / "ticker.duckdb"
@@ -337,7 +345,7 @@ def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compres
     # the reported ones are cut inside the record; the others only lost the gzip trailer
     # (8 bytes) or the record's closing blank lines
     assert all(int(name[len("torn-") :]) >= len(data) - 16 for name in read_whole)
-    assert run_ticker(cfg, "export", check=True).stdout.count("\n") == 6
+    assert ticker_subprocess(cfg, "export", check=True).stdout.count("\n") == 6
 
 
 # --- the daemon ------------------------------------------------------------------------------
@@ -346,67 +354,61 @@ DAEMON_KILLS = 8
 
 
 @pytest.mark.slow
-def test_kill_9_daemon_mid_job(tmp_path: Path) -> None:
+def test_kill_9_daemon_mid_job(tmp_path: Path, server: LocalServer) -> None:
     """`ticker run` killed at random moments, jobs every second: the store is whole each
     time, every archived page reads whole, and what the archive holds is what a fresh
     database loaded from it holds."""
     pytest.importorskip("ticker.scheduler")
-    from _trust import PageServer, daemon_config, html_page
-
     from ticker.dumps import expand, read_pages
 
     series = simulate(date(2025, 1, 1), 500, seed=5)
-    bodies = [html_page(d).encode() for d in series]
     rng = random.Random(99)
-    with PageServer(lambda n: bodies[min(n, len(bodies)) - 1]) as server:
-        cfg = daemon_config(tmp_path / "daemon", server.url, scrape=1)
-        db = cfg.parent / "ticker.duckdb"
-        archive = cfg.parent / "pages"
-        seen: set[Path] = set()
-        for _ in range(DAEMON_KILLS):
-            proc = subprocess.Popen(
-                [*_ticker(), "--config", str(cfg), "run"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env(),
-                cwd=cfg.parent,
-            )
-            time.sleep(rng.uniform(0.8, 2.5))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if db.exists():
-                verify(db)
-                with Store.open(db, lock_timeout=5, read_only=True) as store:
-                    dangling = store.con.execute(
-                        """SELECT count(*) FROM attempts a
-                           WHERE a.capture_id IS NOT NULL
-                             AND a.capture_id NOT IN (SELECT id FROM captures)"""
-                    ).fetchall()[0][0]
-                assert dangling == 0, "an attempt points at a capture that is not there"
-            for path in expand([str(archive)])[0]:
-                if path not in seen:
-                    seen.add(path)
-                    assert len(list(read_pages(path))) == 1  # whole, or not there at all
-        assert server.requests >= DAEMON_KILLS
-        # the next daemon run records what a kill left aside, and stops cleanly
-        proc = subprocess.Popen(
-            [*_ticker(), "--config", str(cfg), "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(),
-            cwd=cfg.parent,
-        )
-        time.sleep(2.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=40)
-        assert proc.returncode == 0, err
+    # the n-th request gets the page of the n-th day (the last repeats)
+    server.route("/", *(html(html_page(d.quotes, d.date)) for d in series))
+    cfg = write_config(
+        tmp_path / "daemon",
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"timeout": 5, "retries": 0},
+        schedule=QUICK_SCHEDULE | {"scrape": 1, "charts": 3600},
+    )
+    db = cfg.parent / "ticker.duckdb"
+    archive = cfg.parent / "pages"
+    seen: set[Path] = set()
+    for _ in range(DAEMON_KILLS):
+        asked = len(server.seen)
+        proc = start_ticker(cfg, "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # started (slowly, on a busy machine) and fetching
+        while len(server.seen) == asked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.7))  # then killed at a random moment of its jobs
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if db.exists():
+            verify(db)
+            with Store.open(db, lock_timeout=5, read_only=True) as store:
+                dangling = store.con.execute(
+                    """SELECT count(*) FROM attempts a
+                       WHERE a.capture_id IS NOT NULL
+                         AND a.capture_id NOT IN (SELECT id FROM captures)"""
+                ).fetchall()[0][0]
+            assert dangling == 0, "an attempt points at a capture that is not there"
+        for path in expand([str(archive)])[0]:
+            if path not in seen:
+                seen.add(path)
+                assert len(list(read_pages(path))) == 1  # whole, or not there at all
+    assert len(server.seen) >= DAEMON_KILLS
+    # the next daemon run records what a kill left aside, and stops cleanly
+    proc = start_ticker(cfg, "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err
     verify(db)
     # pages archived but not stored (killed in between) are in the archive: a backfill of
     # it reaches the same series as a fresh database loaded from the archive alone
-    run_ticker(cfg, "backfill", str(archive), check=True)
+    ticker_subprocess(cfg, "backfill", str(archive), check=True)
     fresh = write_config(tmp_path / "fresh")
-    run_ticker(fresh, "backfill", str(archive), check=True)
-    got = run_ticker(cfg, "export", check=True).stdout
-    assert got == run_ticker(fresh, "export", check=True).stdout
+    ticker_subprocess(fresh, "backfill", str(archive), check=True)
+    got = ticker_subprocess(cfg, "export", check=True).stdout
+    assert got == ticker_subprocess(fresh, "export", check=True).stdout
     assert got.count("\n") > 5 * DAEMON_KILLS

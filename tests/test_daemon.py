@@ -4,19 +4,19 @@ directly, and `ticker run` as a real process against a local server, ended by SI
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import DRIPS, LocalServer, drip, hang, html, page, write_config
+from conftest import LOCAL_HTTP, QUICK_SCHEDULE, start_ticker, ticker_subprocess, write_config
+from pages import html_page
+from servers import DRIPS, LocalServer, drip, hang, html
 
 from ticker import scrape as scrape_job
 from ticker import spool
@@ -26,12 +26,6 @@ from ticker.scheduler import Daemon, build_scheduler, cron_weekdays, job_specs, 
 
 NOW = datetime(2025, 3, 20, 10, 7, 30, tzinfo=UTC)  # a Thursday
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 def fires(trigger: Any, now: datetime, n: int = 3) -> list[datetime]:
@@ -108,7 +102,7 @@ def test_scheduler_jobs_are_single_coalesced_with_grace(
 def test_a_failing_job_logs_one_line_and_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = load_config(write_config(tmp_path, "http://127.0.0.1:9/"))
+    config = load_config(write_config(tmp_path, url="http://127.0.0.1:9/"))
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something unexpected")
@@ -127,12 +121,12 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
     server: LocalServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = load_config(write_config(tmp_path, server.url("/")))
+    config = load_config(write_config(tmp_path, url=server.url("/")))
     daemon = Daemon(config, clock=lambda: NOW)
     # The day before, so the charts have two days to draw.
-    server.route("/", html(page(date="19 March 2025")))
+    server.route("/", html(html_page(day="19 March 2025")))
     daemon.scrape_job()
-    server.route("/", html(page(date="20 March 2025")))
+    server.route("/", html(html_page(day="20 March 2025")))
     charts = tmp_path / "charts"
     with caplog.at_level(logging.INFO, logger="ticker.run"):
         caplog.clear()  # the first job's line, when an earlier test left INFO on
@@ -163,8 +157,8 @@ def test_scrape_job_logs_a_line_and_draws_charts_after_new_data(
 def test_locked_database_does_not_stop_the_daemon(
     tmp_path: Path, server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.route("/", html(page()))
-    config = load_config(write_config(tmp_path, server.url("/"), lock_timeout=0.2))
+    server.route("/", html(html_page()))
+    config = load_config(write_config(tmp_path, url=server.url("/"), lock_timeout=0.2))
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
     code = "import duckdb,sys; c=duckdb.connect(sys.argv[1]); print('ready', flush=True); input()"
     holder = subprocess.Popen(
@@ -191,19 +185,15 @@ def test_locked_database_does_not_stop_the_daemon(
 # --- `ticker run` as a process ------------------------------------------------------------
 
 
-def _ticker(cfg: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "ticker", "--config", str(cfg), *args]
-
-
 def _start(cfg: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        _ticker(cfg, "run"),
+    """`ticker run`, its output to pipes."""
+    return start_ticker(
+        cfg,
+        "run",
         cwd=REPO,
-        env=env,
+        env={"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
 
 
@@ -220,14 +210,12 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 def test_ticker_run_scrapes_serves_readers_and_stops_on_sigterm(
     tmp_path: Path, server: LocalServer
 ) -> None:
-    server.route("/", html(page()))
-    cfg = write_config(tmp_path, server.url("/"), scrape=1)
+    server.route("/", html(html_page()))
+    cfg = write_config(tmp_path, url=server.url("/"), schedule=QUICK_SCHEDULE | {"scrape": 1})
     proc = _start(cfg)
     try:
         _wait_for(lambda: len(server.seen) >= 3, 20, "three scrapes")
-        latest = subprocess.run(
-            _ticker(cfg, "latest", "--json"), cwd=REPO, capture_output=True, text=True, timeout=60
-        )
+        latest = ticker_subprocess(cfg, "latest", "--json", cwd=REPO, timeout=60)
         assert latest.returncode == 0, latest.stderr
         assert '"rate": "0.00199"' in latest.stdout and '"pair": "KZT/USD"' in latest.stdout
         assert proc.poll() is None, "the daemon is still running"
@@ -252,7 +240,12 @@ def test_a_stop_signal_lets_the_running_job_finish(
     tmp_path: Path, server: LocalServer, signum: signal.Signals
 ) -> None:
     server.route("/", hang())
-    cfg = write_config(tmp_path, server.url("/"), scrape=3600, timeout=1.5)
+    cfg = write_config(
+        tmp_path,
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"timeout": 1.5},
+        schedule=QUICK_SCHEDULE | {"scrape": 3600},
+    )
     proc = _start(cfg)
     try:
         _wait_for(lambda: len(server.seen) >= 1, 20, "the first request")
@@ -275,7 +268,12 @@ def test_a_trickling_server_ends_each_job_at_the_deadline_and_runs_stay_on_time(
 ) -> None:
     head, filler = DRIPS["body-with-length"]
     server.route("/", drip(head, filler, seconds=60))  # 60 s of a byte every 0.05 s
-    cfg = write_config(tmp_path, server.url("/"), scrape=2, timeout=0.5, retries=0, deadline=1)
+    cfg = write_config(
+        tmp_path,
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"timeout": 0.5, "retries": 0, "deadline": 1},
+        schedule=QUICK_SCHEDULE | {"scrape": 2},
+    )
     proc = _start(cfg)
     try:
         _wait_for(lambda: len(server.seen) >= 3, 20, "three scrapes, each on time")
@@ -301,10 +299,14 @@ def test_a_stop_signal_cuts_a_slow_fetch_and_the_job_records_it(
 ) -> None:
     head, filler = DRIPS["body-with-length"]
     server.route("/", drip(head, filler, seconds=60))
-    server.route("/next", html(page()))
+    server.route("/next", html(html_page()))
     second = f'\n[[sources]]\nname = "next"\nurl = "{server.url("/next")}"\n'
     cfg = write_config(
-        tmp_path, server.url("/"), scrape=3600, timeout=5, deadline=120, extra=second
+        tmp_path,
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"timeout": 5, "deadline": 120},
+        schedule=QUICK_SCHEDULE | {"scrape": 3600},
+        extra=second,
     )
     proc = _start(cfg)
     try:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import MARCH_20, WarcRecord, gz, html_page, text_page, warc_bytes
+from pages import MARCH_20, WarcRecord, gz, html_page, text_page, warc_bytes
 
 from ticker.dumps import MAX_PAGE_BYTES, expand, expand_names, is_page_file, read_pages
 from ticker.errors import InputError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
+from pages import html_page
 from servers import (
     DRIPS,
     TLS_RECORD_HEAD,
@@ -18,7 +18,6 @@ from servers import (
     drip,
     hang,
     html,
-    page,
     redirect,
     refused_url,
     status,
@@ -34,12 +33,6 @@ from ticker.fetch import USER_AGENT, Fetched, fetch, make_session
 from ticker.models import Outcome
 
 HTTP = HttpConfig(timeout=2.0, max_bytes=5 * 1024 * 1024, retries=2, backoff=0, max_retry_after=2)
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 def get(url: str, http: HttpConfig = HTTP, **kwargs: str) -> Fetched:
@@ -59,7 +52,7 @@ def fails(url: str, outcome: Outcome, http: HttpConfig = HTTP) -> FetchError:
 
 
 def test_ok_page_with_user_agent(server: LocalServer) -> None:
-    body = page()
+    body = html_page().encode()
     server.route("/", html(body, headers={"ETag": '"v1"', "Last-Modified": "x"}))
     got = get(server.url("/"))
     assert got.status == 200 and got.body == body
@@ -69,7 +62,7 @@ def test_ok_page_with_user_agent(server: LocalServer) -> None:
 
 
 def test_gzip_body_is_decoded_and_transfer_headers_dropped(server: LocalServer) -> None:
-    body = page()
+    body = html_page().encode()
     packed = gzip.compress(body)
     server.route("/", html(packed, headers={"Content-Encoding": "gzip"}))
     got = get(server.url("/"))
@@ -94,7 +87,7 @@ def test_server_that_never_answers_times_out(server: LocalServer) -> None:
 
 
 def test_500_then_200_retries(server: LocalServer) -> None:
-    server.route("/", status(500), html(page()))
+    server.route("/", status(500), html(html_page()))
     got = get(server.url("/"))
     assert got.status == 200 and got.retries == 1
     assert len(server.seen) == 2
@@ -108,7 +101,7 @@ def test_503_every_time_is_an_http_error_after_the_retries(server: LocalServer) 
 
 
 def test_429_retry_after_is_honoured(server: LocalServer) -> None:
-    server.route("/", status(429, {"Retry-After": "1"}), html(page()))
+    server.route("/", status(429, {"Retry-After": "1"}), html(html_page()))
     t0 = time.monotonic()
     got = get(server.url("/"))
     assert got.status == 200
@@ -118,7 +111,7 @@ def test_429_retry_after_is_honoured(server: LocalServer) -> None:
 
 
 def test_429_asking_longer_than_max_retry_after_fails_at_once(server: LocalServer) -> None:
-    server.route("/", status(429, {"Retry-After": "3600"}), html(page()))
+    server.route("/", status(429, {"Retry-After": "3600"}), html(html_page()))
     t0 = time.monotonic()
     err = fails(server.url("/"), Outcome.HTTP_ERROR)
     assert time.monotonic() - t0 < 1
@@ -140,7 +133,7 @@ def test_redirect_loop(server: LocalServer) -> None:
 
 
 def test_body_cut_off_mid_transfer(server: LocalServer) -> None:
-    body = page()
+    body = html_page().encode()
     server.route("/", truncated(body[:3000], declared=len(body)))
     err = fails(server.url("/"), Outcome.TRUNCATED)
     assert err.nbytes == 3000 and err.status == 200
@@ -175,7 +168,7 @@ def test_binary_body(server: LocalServer, ctype: str) -> None:
 
 
 def test_conditional_get_sends_validators_and_takes_304(server: LocalServer) -> None:
-    server.route("/", conditional(page(), '"abc"', "Thu, 20 Mar 2025 10:00:00 GMT"))
+    server.route("/", conditional(html_page(), '"abc"', "Thu, 20 Mar 2025 10:00:00 GMT"))
     first = get(server.url("/"))
     assert first.status == 200 and first.last_modified
     again = get(server.url("/"), etag='"abc"', last_modified="Thu, 20 Mar 2025 10:00:00 GMT")
@@ -188,7 +181,7 @@ def test_conditional_get_sends_validators_and_takes_304(server: LocalServer) -> 
 def test_tls_verification_off_is_logged(
     server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     http = HttpConfig(timeout=2.0, retries=0, verify_tls=False)
     with caplog.at_level(logging.WARNING, logger="ticker.fetch"):
         get(server.url("/"), http)
@@ -244,7 +237,7 @@ def test_a_connect_that_hangs_is_cut_at_the_deadline_not_the_timeout() -> None:
 
 
 def test_a_retry_wait_past_the_deadline_is_not_made(server: LocalServer) -> None:
-    server.route("/", status(503, {"Retry-After": "3"}), html(page()))
+    server.route("/", status(503, {"Retry-After": "3"}), html(html_page()))
     t0 = time.monotonic()
     err = fails(server.url("/"), Outcome.HTTP_ERROR, SLOW)
     assert time.monotonic() - t0 < 1
@@ -262,7 +255,7 @@ def test_backoff_past_the_deadline_is_not_waited() -> None:
 
 def test_a_reused_connection_is_watched_by_the_next_fetch(server: LocalServer) -> None:
     head, filler = DRIPS["body-with-length"]
-    server.route("/", html(page()), drip(head, filler), html(page()))
+    server.route("/", html(html_page()), drip(head, filler), html(html_page()))
     session = make_session(SLOW)
     try:
         assert fetch(session, server.url("/"), SLOW).status == 200
@@ -298,5 +291,5 @@ def test_cut_fetches_ends_a_fetch_in_flight_with_the_reason(server: LocalServer)
     err = fails(server.url("/"), Outcome.TIMEOUT, http)
     assert time.monotonic() - t0 < 3
     assert "cut short" in err.reason and "shutting down" in err.reason
-    server.route("/later", html(page()))
+    server.route("/later", html(html_page()))
     assert get(server.url("/later"), http).status == 200  # only the fetches in flight

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pages import MONTHS, PAIRS
 
 from ticker.models import Outcome, Reading
 from ticker.sources.ticker import parse_text
@@ -32,10 +33,6 @@ FUZZ = settings(
 _WS = "[ \\t\\r\\n\\u00a0\\u2009\\u202f]"
 _ASCII_RATE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,10})?")
 _ASCII_CHANGE = re.compile(r"[+-]?[0-9]{1,6}(\.[0-9]{1,4})?")
-PAIRS = ("KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD")
-MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
 
 
 def _minus(change: str) -> str:

@@ -10,7 +10,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "ticker"
 EVERYWHERE = {"config", "models", "errors"}  # any module may import these
-JOBS = {"backfill", "scrape", "spool", "status", "series", "export", "check", "charts", "recover"}
+JOBS = {
+    "backfill",
+    "scrape",
+    "reference",
+    "spool",
+    "status",
+    "series",
+    "export",
+    "check",
+    "charts",
+    "recover",
+}
 ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \|([^|]*)\|$")
 
 

@@ -3,12 +3,12 @@ migrations included, ships inside it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import text_page
+from conftest import ticker_env, ticker_subprocess, write_config
+from pages import text_page
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,24 +36,14 @@ def test_a_plain_install_backfills_and_draws(tmp_path: Path) -> None:
         timeout=300,
     )
     project = tmp_path / "project"
-    project.mkdir()
-    (project / "config.toml").write_text("[store]\nlock_timeout = 5\n", encoding="utf-8")
+    write_config(project, store="db/ticker.duckdb", lock_timeout=5)
     for day in ("20 March 2025", "21 March 2025"):
         (project / f"{day}.txt").write_text(text_page(day=day), encoding="utf-8")
     # the installed copy first on the path, run from a directory away from the checkout
-    env = {**os.environ, "PYTHONPATH": str(target), "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("TICKER_CONFIG", None)
+    env = ticker_env({"PYTHONPATH": str(target)})
 
     def ticker(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ticker", *args],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return ticker_subprocess(None, *args, cwd=project, env={"PYTHONPATH": str(target)})
 
     where = subprocess.run(
         [sys.executable, "-c", "import ticker; print(ticker.__file__)"],
@@ -70,3 +60,6 @@ def test_a_plain_install_backfills_and_draws(tmp_path: Path) -> None:
     chart = ticker("chart")
     assert chart.returncode == 0, chart.stderr
     assert (project / "charts" / "KZT-USD.png").read_bytes().startswith(b"\x89PNG")
+    # what `ticker serve` reads from its package ships too
+    assert (target / "ticker" / "serve" / "openapi.json").is_file()
+    assert (target / "ticker" / "serve" / "templates" / "report.html").is_file()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from pages import MARCH_20, PAIRS, bullet_page, date_line, ticker_block
 
 from ticker.models import Outcome, Quote, Reading
 from ticker.sources.ticker import BlockCache, parse_text
@@ -25,10 +26,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
 TEXT_FILES = sorted((FIXTURES / "dumps").glob("*.txt"))
 HTML_FILES = sorted((FIXTURES / "html").glob("*.html"))
-PAIRS = ("KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD")
-MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -104,24 +101,8 @@ def assert_only_literal_quotes(text: str) -> Reading:
     return reading
 
 
-def block(rows, copies: int = 8, first_indent: str = "", newline: str = "\n") -> str:
-    lines = [f"  • {pair} = {rate} {change}%" for _ in range(copies) for pair, rate, change in rows]
-    lines[0] = first_indent + lines[0].lstrip()
-    return newline.join(lines) + newline
-
-
-def date_line(d: date) -> str:
-    return f"{d.day:02d} {MONTHS[d.month - 1]} {d.year}"
-
-
-ROWS_0320 = [
-    ("KGS/USD", "0.01164", "0.87"),
-    ("KZT/USD", "0.00199", "-0"),
-    ("TJS/USD", "0.09168", "-0.11"),
-    ("UZS/USD", "0.00008", "0"),
-    ("TMT/USD", "0.28573", "-0.14"),
-]
-REAL_BLOCK = block(ROWS_0320) + "20 March 2025\n18 March 2025\n"
+ROWS_0320 = [(f"{base}/USD", rate, change) for base, rate, change in MARCH_20]
+REAL_BLOCK = ticker_block(ROWS_0320) + "20 March 2025\n18 March 2025\n"
 
 
 # --- fixtures against expected.json ----------------------------------------------------------
@@ -206,8 +187,8 @@ def test_negative_zero_keeps_its_sign(name):
 
 
 def test_negative_zero_and_zero_are_different_readings():
-    minus = parse_text(block([("KZT/USD", "0.00199", "-0")]) + "20 March 2025\n")
-    plus = parse_text(block([("KZT/USD", "0.00199", "0")]) + "20 March 2025\n")
+    minus = parse_text(ticker_block([("KZT/USD", "0.00199", "-0")]) + "20 March 2025\n")
+    plus = parse_text(ticker_block([("KZT/USD", "0.00199", "0")]) + "20 March 2025\n")
     assert minus.quotes[0].change == "-0"
     assert plus.quotes[0].change == "0"
     assert not plus.quotes[0].change_value.is_signed()
@@ -216,7 +197,7 @@ def test_negative_zero_and_zero_are_different_readings():
 
 @pytest.mark.parametrize("rate", ["0.00008", "0.00200", "0.10020", "0.28570", "1.00000", "0.01"])
 def test_rates_keep_their_exact_digits(rate):
-    reading = parse_text(block([("UZS/USD", rate, "0")]) + "09 December 2025\n")
+    reading = parse_text(ticker_block([("UZS/USD", rate, "0")]) + "09 December 2025\n")
     assert reading.outcome is Outcome.OK
     assert reading.quotes[0].rate == rate
     assert reading.quotes[0].rate_value == Decimal(rate)
@@ -243,12 +224,12 @@ def test_header_date_wins_over_the_article_date(name):
 
 
 def test_first_date_after_the_block_wins_and_later_dates_are_ignored():
-    text = block(ROWS_0320, 2) + "05 May 2024\n01 January 2020\n\n31 December 2030\n"
+    text = ticker_block(ROWS_0320, 2) + "05 May 2024\n01 January 2020\n\n31 December 2030\n"
     assert parse_text(text).date == date(2024, 5, 5)
 
 
 def test_blank_lines_between_block_and_date_are_skipped():
-    text = block(ROWS_0320, 2) + "\n\n   \n05 May 2024\n"
+    text = ticker_block(ROWS_0320, 2) + "\n\n   \n05 May 2024\n"
     assert parse_text(text).date == date(2024, 5, 5)
 
 
@@ -262,13 +243,13 @@ def test_listing_page_is_undated_and_its_post_dates_are_not_used(name):
 
 
 def test_a_date_that_is_not_the_first_line_after_the_block_is_not_the_quotes_date():
-    text = block(ROWS_0320, 1) + "Viewing results 1 - 6 of 111\n20 March 2025\n"
+    text = ticker_block(ROWS_0320, 1) + "Viewing results 1 - 6 of 111\n20 March 2025\n"
     reading = parse_text(text)
     assert reading.outcome is Outcome.UNDATED and reading.date is None
 
 
 def test_an_impossible_date_line_is_a_problem_not_a_date():
-    reading = parse_text(block(ROWS_0320, 2) + "31 February 2025\n")
+    reading = parse_text(ticker_block(ROWS_0320, 2) + "31 February 2025\n")
     assert reading.date is None
     assert reading.outcome is Outcome.UNDATED
     assert any("31 February 2025" in p for p in reading.problems)
@@ -285,7 +266,7 @@ def test_copies_that_disagree_are_flagged_and_name_the_pair():
 
 
 def test_disagreeing_change_alone_is_inconsistent():
-    text = block(ROWS_0320, 3) + "  • KZT/USD = 0.00199 0%\n20 March 2025\n"
+    text = ticker_block(ROWS_0320, 3) + "  • KZT/USD = 0.00199 0%\n20 March 2025\n"
     reading = parse_text(text)
     assert reading.outcome is Outcome.INCONSISTENT
     assert any("KZT/USD" in p for p in reading.problems)
@@ -323,7 +304,12 @@ def test_a_line_with_an_odd_pair_alone_is_no_ticker(line):
 
 
 def test_a_line_with_an_odd_pair_yields_nothing_for_itself_only():
-    text = block(ROWS_0320, 2) + "  • ../USD = 0.1 1%\n" + block(ROWS_0320, 2) + "20 March 2025\n"
+    text = (
+        ticker_block(ROWS_0320, 2)
+        + "  • ../USD = 0.1 1%\n"
+        + ticker_block(ROWS_0320, 2)
+        + "20 March 2025\n"
+    )
     reading = parse_text(text)
     assert [q.pair for q in reading.quotes] == list(PAIRS)
     assert reading.date == date(2025, 3, 20)
@@ -421,15 +407,6 @@ def test_xhtml_page_with_xml_declaration_is_read_as_html():
 CYRILLIC = "Курс тенге"
 
 
-def bullet_page(prose=CYRILLIC, head="", bullet="•"):
-    """A page as a Cyrillic news site may serve it: "•" bullets, no charset unless given."""
-    items = "".join(f"<li>{bullet} {p} = {r} {c}%</li>" for p, r, c in ROWS_0320) * 8
-    return (
-        f"<!DOCTYPE html><html><head>{head}</head><body><header><ul>{items}</ul>"
-        f"<div>20 March 2025</div></header><p>{prose}</p></body></html>"
-    )
-
-
 META_1251 = '<meta charset="windows-1251">'
 
 
@@ -450,8 +427,8 @@ META_1251 = '<meta charset="windows-1251">'
         ),
         pytest.param(
             bullet_page(
-                "Café",
-                '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">',
+                prose="Café",
+                head='<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">',
             ).encode("cp1252"),
             None,
             "Café",
@@ -527,7 +504,7 @@ def test_every_page_encoding_declared_reads_the_whole_ticker(encoding, where):
     except UnicodeEncodeError:
         bullet = "*"
     head = f'<meta charset="{encoding}">' if where == "meta" else ""
-    body = bullet_page("plain prose", head, bullet).encode(codec)
+    body = bullet_page(prose="plain prose", head=head, bullet=bullet).encode(codec)
     content_type = f"text/html; charset={encoding}" if where == "http" else None
     reading = parse_text(page_text(body, content_type))
     assert reading.outcome is Outcome.OK and [q.pair for q in reading.quotes] == list(PAIRS)
@@ -576,7 +553,7 @@ def test_ticker_nested_200_deep_renders():
         "  • KGS/USD = 0.01164 0.87%" * 20_000 + "\n20 March 2025",
         "/USD =" * 200_000,
         "•" * 500_000 + "KGS/USD = 0.01164 0.87%",
-        block(ROWS_0320, 1) + " " * 1_000_000 + "20 March 2025",
+        ticker_block(ROWS_0320, 1) + " " * 1_000_000 + "20 March 2025",
     ],
     ids=lambda t: repr(t[:24]),
 )
@@ -638,7 +615,7 @@ def expected_reading(rows, copies, day) -> Reading:
 @example(([("UZS/USD", "0.00200", "0")], 1, None), "  ", "\r\n", False, "")
 def test_generated_ticker_round_trips(ticker, indent, newline, article_date, tail):
     rows, copies, day = ticker
-    text = block(rows, copies, indent, newline)
+    text = ticker_block(rows, copies, indent, newline)
     if day is not None:
         text += date_line(day) + newline
         if article_date:
@@ -698,7 +675,7 @@ def test_generated_ticker_round_trips_through_html(data, ticker, content_type):
 def test_text_after_the_date_line_never_changes_the_reading(ticker, tail):
     rows, copies, day = ticker
     assume(day is not None)
-    head = block(rows, copies) + date_line(day) + "\n"
+    head = ticker_block(rows, copies) + date_line(day) + "\n"
     assert parse_text(head + tail) == parse_text(head) == expected_reading(rows, copies, day)
 
 
@@ -914,11 +891,11 @@ def page_runs(draw):
     pages = []
     for _ in range(draw(st.integers(1, 12))):
         rows, copies, day = draw(st.sampled_from(pool))
-        text = block(rows, draw(st.sampled_from([copies, copies + 1])))
+        text = ticker_block(rows, draw(st.sampled_from([copies, copies + 1])))
         odd = draw(st.sampled_from(["", "  • ../USD = 0.1 1%", "  • KZT/USD = 0.5 1%"]))
         text += odd + (draw(st.sampled_from(["\n", "x\n"])) if odd else "")
         when = draw(st.none() | st.dates(date(2020, 1, 1), date(2026, 1, 1)))
-        text += f"{when.day:02d} {MONTHS[when.month - 1]} {when.year}\n" if when else ""
+        text += f"{date_line(when)}\n" if when else ""
         pages.append(text + draw(filler))
     return pages
 

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from conftest import one_error_line
 from webarchives import (
     CC_DATA,
-    BrokenReader,
     CDX_PATH,
+    BrokenReader,
     Crawl,
     Snap,
     WebArchives,
@@ -707,7 +707,7 @@ def _ticker(config: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("when", ["listing", "fetching", "sigterm"])
+@pytest.mark.parametrize("when", ["listing", "fetching", "sigterm", "ctrl-c"])
 def test_a_run_killed_with_sigkill_resumes_where_it_stopped(tmp_path: Path, when: str) -> None:
     snaps = captures(days_from(date(2020, 1, 1), 12), hours=(9, 15))
     with WebArchives(snaps, page_rows=3) as wa:
@@ -719,10 +719,11 @@ def test_a_run_killed_with_sigkill_resumes_where_it_stopped(tmp_path: Path, when
             if (when == "listing" and len(cdx) >= 3) or len(wa.snapshot_requests()) >= 5:
                 break
             time.sleep(0.01)
-        if when == "sigterm":  # stopped, not killed: what it fetched is stored first
-            proc.send_signal(signal.SIGTERM)
-            stopped, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 1, stopped
+        if when in ("sigterm", "ctrl-c"):  # stopped, not killed: what it fetched is stored
+            proc.send_signal(signal.SIGTERM if when == "sigterm" else signal.SIGINT)
+            stopped, said = proc.communicate(timeout=30)
+            assert proc.returncode == 1, stopped + said
+            assert "stopping after the request under way" in said
             assert "stopped: interrupted; the same command resumes where it stopped" in stopped
             assert "read back" not in stopped
         else:

@@ -13,23 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LOCAL_HTTP, write_config
+from pages import MARCH_20, PAIRS, bullet_page, changed_markup_page, html_page, no_ticker_page
 from servers import (
-    QUOTES,
     LocalServer,
     Reply,
     binary,
-    changed_markup_page,
     conditional,
     hang,
     html,
-    no_ticker_page,
-    page,
     redirect,
     refused_url,
     status,
     stream,
     truncated,
-    write_config,
 )
 
 from ticker import backfill as backfill_job
@@ -45,14 +42,12 @@ NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
-
-
-@pytest.fixture
 def config(tmp_path: Path, server: LocalServer) -> Config:
-    return load_config(write_config(tmp_path, server.url("/"), timeout=1.0, max_bytes=1 << 20))
+    return load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"timeout": 1.0, "max_bytes": 1 << 20}
+        )
+    )
 
 
 def query(config: Config, sql: str) -> list[tuple[Any, ...]]:
@@ -77,7 +72,8 @@ def archived(config: Config) -> list[Path]:
 
 
 def test_scrape_stores_archives_and_records(config: Config, server: LocalServer) -> None:
-    server.route("/", html(page(), headers={"ETag": '"v1"'}))
+    body = html_page().encode()
+    server.route("/", html(body, headers={"ETag": '"v1"'}))
     [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "ok" and attempt.http_status == 200 and attempt.new == 5
     assert attempt.started_at == NOW and attempt.etag == '"v1"'
@@ -86,7 +82,7 @@ def test_scrape_stores_archives_and_records(config: Config, server: LocalServer)
     [path] = archived(config)
     assert str(path) == attempt.archive_path and path.parent.name == "2025-03-20"
     [(outcome, status_, nbytes, error, capture, new, _)] = attempts(config)
-    assert (outcome, status_, nbytes, error, new) == ("ok", 200, len(page()), None, 5)
+    assert (outcome, status_, nbytes, error, new) == ("ok", 200, len(body), None, 5)
     assert capture is not None
     line = scrape_job.describe_attempt(attempt)
     assert line.startswith("timesca ok: HTTP 200") and "5 new" in line
@@ -95,7 +91,7 @@ def test_scrape_stores_archives_and_records(config: Config, server: LocalServer)
 def test_archive_reparses_with_the_same_capture_time_and_source(
     config: Config, server: LocalServer, tmp_path: Path
 ) -> None:
-    server.route("/", html(page(date=None)))  # undated: the capture time dates it
+    server.route("/", html(html_page(day=None)))  # undated: the capture time dates it
     late = datetime(2025, 3, 20, 21, 30, 7, 123456, tzinfo=UTC)  # already the 21st in Almaty
     [attempt] = scrape_job.scrape(config, late)
     assert attempt.outcome == "ok"
@@ -112,7 +108,7 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
     # Into a fresh store it gives the same series and capture time.
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    cfg2 = load_config(write_config(fresh, server.url("/")))
+    cfg2 = load_config(write_config(fresh, url=server.url("/")))
     summary = backfill_job.backfill(cfg2, [str(config.archive_dir)], now=late)
     assert summary.new == 5 and summary.unreadable == []
     assert query(cfg2, "SELECT quote_date, date_basis, epoch_ms(captured_at) FROM captures") == [
@@ -122,7 +118,7 @@ def test_archive_reparses_with_the_same_capture_time_and_source(
 
 
 def test_conditional_get_takes_a_304(config: Config, server: LocalServer) -> None:
-    server.route("/", conditional(page(), '"v1"'))
+    server.route("/", conditional(html_page(), '"v1"'))
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     [again] = scrape_job.scrape(config, NOW + timedelta(hours=1))
     assert again.outcome == "not_modified" and again.http_status == 304 and again.success
@@ -144,7 +140,7 @@ def test_a_page_without_ticker_is_not_fetched_conditionally(
 
 
 def _fault_cases() -> list[Any]:
-    body = page(date="20 March 2025")
+    body = html_page(day="20 March 2025").encode()
     return [
         pytest.param("refused", None, "connection_error", None, False, id="refused"),
         pytest.param("/", [hang()], "timeout", None, False, id="never-answers"),
@@ -180,14 +176,16 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
     http_status: int | None,
     archives: bool,
 ) -> None:
-    server.route("/", html(page(date="19 March 2025")))
+    server.route("/", html(html_page(day="19 March 2025")))
     assert scrape_job.scrape(config, NOW - timedelta(days=1))[0].outcome == "ok"
     before = observations(config)
 
     if where == "refused":
         faulty = tmp_path / "refused"
         faulty.mkdir()
-        cfg = load_config(write_config(faulty, refused_url(), timeout=1.0))
+        cfg = load_config(
+            write_config(faulty, url=refused_url(), http=LOCAL_HTTP | {"timeout": 1.0})
+        )
         cfg = replace(cfg, store_path=config.store_path, archive_dir=config.archive_dir)
     else:
         assert replies is not None
@@ -205,15 +203,15 @@ def test_fault_is_recorded_nothing_lost_next_run_works(
     if outcome == "no_ticker":
         assert "kept in" in (attempt.error or "") and "ticker backfill" in (attempt.error or "")
 
-    server.route("/", html(page(date="21 March 2025")))
+    server.route("/", html(html_page(day="21 March 2025")))
     [after] = scrape_job.scrape(config, NOW + timedelta(days=1))
     assert after.outcome == "ok" and after.new == 5
     assert set(before) <= set(observations(config))
 
 
 def test_inconsistent_copies_are_flagged(config: Config, server: LocalServer) -> None:
-    odd = b'<li><span>KZT/USD</span> = <span>0.00200</span> <span class="down">-0%</span></li>'
-    body = page(copies=4).replace(b"</ul>", odd + b"</ul>", 1)  # one copy disagrees
+    odd = '<li><span>KZT/USD</span> = <span>0.00200</span> <span class="down">-0%</span></li>'
+    body = html_page(copies=4).replace("</ul>", odd + "</ul>", 1)  # one copy disagrees
     server.route("/", html(body))
     [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "inconsistent" and "copies disagree" in (attempt.error or "")
@@ -223,7 +221,7 @@ def test_inconsistent_copies_are_flagged(config: Config, server: LocalServer) ->
 def test_parser_failure_is_an_outcome_and_the_page_is_kept(
     config: Config, server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("parser bug")
@@ -241,7 +239,7 @@ def test_archive_failure_still_stores_the_quotes(
     tmp_path: Path, config: Config, server: LocalServer
 ) -> None:
     (tmp_path / "pages").write_text("a file where the archive directory should be")
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "archive_error" and not attempt.success
     assert "[archive] dir" in (attempt.error or "")
@@ -282,18 +280,18 @@ def release(proc: subprocess.Popen[bytes]) -> None:
 def test_locked_database_is_an_outcome_and_the_next_run_records_it(
     config: Config, server: LocalServer, lock_holder: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
-    server.route("/", html(page(date="20 March 2025")))
+    server.route("/", html(html_page(day="20 March 2025")))
     scrape_job.scrape(config, NOW)
 
     holder = lock_holder()
-    server.route("/", html(page(date="21 March 2025")))
+    server.route("/", html(html_page(day="21 March 2025")))
     [locked] = scrape_job.scrape(config, NOW + timedelta(days=1))
     assert locked.outcome == "store_locked" and "locked by" in (locked.error or "")
     assert "was: ok" in (locked.error or "") or "fetch itself: ok" in (locked.error or "")
     assert len(spool.spooled_attempts(config)) == 1
     release(holder)
 
-    server.route("/", html(page(date="22 March 2025")))
+    server.route("/", html(html_page(day="22 March 2025")))
     [after] = scrape_job.scrape(config, NOW + timedelta(days=2))
     assert after.outcome == "ok"
     assert spool.spooled_attempts(config) == []
@@ -310,7 +308,7 @@ def test_spooled_attempt_replayed_twice_is_recorded_once(
     lock_holder: Callable[[], subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     holder = lock_holder()
     scrape_job.scrape(config, NOW)
     release(holder)
@@ -329,22 +327,12 @@ def test_unreadable_spool_entry_is_set_aside(config: Config, server: LocalServer
     pending = config.archive_dir / spool.SPOOL_DIR
     pending.mkdir(parents=True)
     (pending / "torn.json").write_text('{"id": "abc", "sour')
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     assert (pending / "torn.bad").exists() and spool.spooled_attempts(config) == []
 
 
 # --- what a page holds: its encoding, unreadable lines, its date, a flood of problems ------
-
-
-def _bullet_page(date_line: str = "20 March 2025", kzt: str = "0.00199") -> str:
-    """The ticker with "•" bullets and Cyrillic prose, and no <meta charset>."""
-    quotes = [(p, kzt if p == "KZT/USD" else r, c) for p, r, c in QUOTES]
-    items = "".join(f"<li>\u2022 {p} = {r} {c}%</li>" for p, r, c in quotes) * 8
-    return (
-        f"<!DOCTYPE html><html><body><header><ul>{items}</ul><div>{date_line}</div>"
-        "</header><p>Курс тенге</p></body></html>"
-    )
 
 
 @pytest.mark.parametrize(
@@ -358,7 +346,7 @@ def test_the_http_charset_decides_the_encoding(
     # windows-1251 and -1252 both print the bullet "•" as byte 0x95 (and so do pages
     # labelled iso-8859-1, which browsers read as windows-1252)
     codec = "cp1252" if charset == "iso-8859-1" else charset
-    body = _bullet_page().replace("Курс тенге", prose).encode(codec)
+    body = bullet_page(prose=prose).encode(codec)
     server.route("/", html(body, ctype=f"text/html; charset={charset}"))
     [attempt] = scrape_job.scrape(config, NOW)
     assert (attempt.outcome, attempt.new, attempt.error) == ("ok", 5, None)
@@ -367,21 +355,22 @@ def test_the_http_charset_decides_the_encoding(
 def test_a_page_with_unreadable_lines_is_partial_not_ok(
     config: Config, server: LocalServer
 ) -> None:
-    server.route("/", html(_bullet_page(kzt="0.0O199").encode()))
+    malformed = [(b, "0.0O199" if b == "KZT" else r, c) for b, r, c in MARCH_20]
+    server.route("/", html(bullet_page(malformed).encode()))
     [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "partial" and not attempt.success and attempt.new == 4
     assert "KZT/USD: malformed rate '0.0O199'" in (attempt.error or "")
-    assert {p for p, *_ in observations(config)} == {p for p, _, _ in QUOTES} - {"KZT/USD"}
+    assert {p for p, *_ in observations(config)} == set(PAIRS) - {"KZT/USD"}
     [health] = status_job.status(config, NOW)
     assert health.failing and health.last_outcome == "partial"
     # the next fetch is not conditional: the page may read whole by then
-    server.route("/", html(_bullet_page().encode()))
+    server.route("/", html(bullet_page().encode()))
     [after] = scrape_job.scrape(config, NOW + timedelta(minutes=30))
     assert (after.outcome, after.new, after.already) == ("ok", 1, 4)
 
 
 def test_a_date_line_in_the_future_stores_nothing(config: Config, server: LocalServer) -> None:
-    server.route("/", html(_bullet_page("31 December 9999").encode()))
+    server.route("/", html(bullet_page(day="31 December 9999").encode()))
     [attempt] = scrape_job.scrape(config, NOW)
     assert attempt.outcome == "bad_date" and not attempt.success
     assert "the date line says 9999-12-31, more than a day after the page was captured " in (
@@ -411,7 +400,7 @@ def test_a_parser_fault_on_a_spooled_page_keeps_its_attempt(
     lock_holder: Callable[[], subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     holder = lock_holder()
     [spooled] = scrape_job.scrape(config, NOW)
     assert spooled.outcome == "store_locked"

@@ -4,20 +4,19 @@ stale and failing; exit code 0 only when every source is fresh and working."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
-from servers import LocalServer, html, page, status, write_config
+from conftest import LOCAL_HTTP, ticker_in_process, write_config
+from pages import html_page
+from servers import LocalServer, html, status
 
 from ticker import backfill as backfill_job
 from ticker import scrape as scrape_job
 from ticker import spool
 from ticker import status as status_job
-from ticker.cli import cli
 from ticker.config import Config, load_config
 
 ALMATY = ZoneInfo("Asia/Almaty")
@@ -25,22 +24,19 @@ NOW = datetime(2025, 3, 20, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
-
-
-@pytest.fixture
 def cfg_path(tmp_path: Path, server: LocalServer) -> Path:
     return write_config(
-        tmp_path, server.url("/"), retries=0, extra='[status]\nstale_after = "2d"\n'
+        tmp_path,
+        url=server.url("/"),
+        http=LOCAL_HTTP | {"retries": 0},
+        extra='[status]\nstale_after = "2d"\n',
     )
 
 
 def test_nothing_yet_is_stale(cfg_path: Path) -> None:
     [s] = status_job.status(load_config(cfg_path), NOW)
     assert s.last_attempt is None and s.newest_date is None and s.stale and not s.failing
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert "no observation stored yet" in result.output
 
@@ -49,7 +45,7 @@ def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
     cfg_path: Path, server: LocalServer
 ) -> None:
     config = load_config(cfg_path)
-    server.route("/", html(page(date="20 March 2025")))
+    server.route("/", html(html_page(day="20 March 2025")))
     scrape_job.scrape(config, NOW)
     start = datetime(2025, 3, 20, tzinfo=ALMATY)
     [s] = status_job.status(config, start + timedelta(hours=36))
@@ -62,7 +58,7 @@ def test_age_counts_from_the_start_of_the_day_in_the_source_time_zone(
 
 def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) -> None:
     config = load_config(cfg_path)
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     scrape_job.scrape(config, NOW)
     server.route("/", status(503))
     scrape_job.scrape(config, NOW + timedelta(minutes=30))
@@ -71,25 +67,24 @@ def test_consecutive_failures_and_recovery(cfg_path: Path, server: LocalServer) 
     assert s.failing and s.failures == 2 and s.last_outcome == "http_error"
     assert s.last_status == 503 and "HTTP 503" in (s.last_error or "")
     assert s.last_success == NOW and not s.stale
-    server.route("/", html(page()))
+    server.route("/", html(html_page()))
     scrape_job.scrape(config, NOW + timedelta(minutes=90))
     [s] = status_job.status(config, NOW + timedelta(hours=2))
     assert not s.failing and s.failures == 0
 
 
-def _today_page() -> bytes:
+def _today_page() -> str:
     today = datetime.now(ALMATY).date()
-    return page(date=f"{today.day:02d} {today:%B %Y}")
+    return html_page(day=f"{today.day:02d} {today:%B %Y}")
 
 
 def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> None:
-    runner = CliRunner()
     server.route("/", html(_today_page()))
-    scraped = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    scraped = ticker_in_process(cfg_path, "scrape")
     assert scraped.exit_code == 0, scraped.output
     assert scraped.output.startswith("timesca ok: HTTP 200")
 
-    result = runner.invoke(cli, ["--config", str(cfg_path), "status", "--json"])
+    result = ticker_in_process(cfg_path, "status", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
     assert row["source"] == "timesca" and row["last_outcome"] == "ok"
@@ -98,9 +93,9 @@ def test_cli_status_json_and_exit_codes(cfg_path: Path, server: LocalServer) -> 
     assert set(row) >= {"last_attempt", "last_success", "age_seconds", "failing", "url"}
 
     server.route("/", status(404))
-    failed = runner.invoke(cli, ["--config", str(cfg_path), "scrape"])
+    failed = ticker_in_process(cfg_path, "scrape")
     assert failed.exit_code == 1 and "timesca http_error: HTTP 404" in failed.output
-    result = runner.invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert "timesca: failing: the last attempt failed" in result.output
     assert "HTTP 404" in result.output
@@ -111,7 +106,7 @@ def test_status_mentions_a_spool_file_it_cannot_read(cfg_path: Path) -> None:
     pending = config.archive_dir / spool.SPOOL_DIR
     pending.mkdir(parents=True)
     (pending / "x.json").write_text("{}")  # JSON, but not an attempt
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     assert f"set aside: 1 spooled attempt in {pending} cannot be read" in result.output
 
@@ -120,7 +115,7 @@ def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) 
     config = load_config(cfg_path)
     dumps = tmp_path / "dumps"
     dumps.mkdir()
-    (dumps / "typo.html").write_bytes(page(date="01 January 2100"))
+    (dumps / "typo.html").write_text(html_page(day="01 January 2100"), encoding="utf-8")
     # stored when 2100 had come (or by a version that took any date)
     later = datetime(2100, 1, 1, tzinfo=UTC)
     assert backfill_job.backfill(config, [str(dumps)], now=later).new == 5
@@ -130,7 +125,7 @@ def test_a_newest_date_after_today_is_not_fresh(cfg_path: Path, tmp_path: Path) 
     assert s.age is not None and s.age < 0  # the truth, not clamped to "fresh"
     assert s.as_dict()["future_date"] is True
 
-    result = CliRunner().invoke(cli, ["--config", str(cfg_path), "status"])
+    result = ticker_in_process(cfg_path, "status")
     assert result.exit_code == 1
     table, reason = result.output.splitlines()[1], result.output.splitlines()[-1]
     assert table.split()[-2:] == ["2100-01-01", "future"]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,14 +20,21 @@ from typing import Any
 
 import duckdb
 import pytest
-from click.testing import CliRunner
-from conftest import Project, one_error_line, text_page
-from servers import LocalServer, conditional, html, page, write_config
+from conftest import (
+    LOCAL_HTTP,
+    Project,
+    cut_short,
+    one_error_line,
+    start_ticker,
+    ticker_in_process,
+    write_config,
+)
+from pages import html_page, text_page
+from servers import LocalServer, conditional, html
 
 from ticker import scrape as scrape_job
 from ticker import spool
 from ticker import status as status_job
-from ticker.cli import cli
 from ticker.config import Config, Source, load_config
 from ticker.errors import StoreError
 from ticker.models import Page
@@ -170,18 +177,42 @@ def test_backfill_on_a_full_disk_is_one_line_and_loses_nothing(small_disk: Small
     assert "10 new" in again.output
 
 
+def test_a_store_made_on_a_full_disk_is_made_afresh_when_there_is_room(
+    small_disk: SmallDisk,
+) -> None:
+    """Creating the database on a full disk fails in one line; what it leaves (a file of
+    0 bytes) is no store: readers say there is none yet, and the next write makes it."""
+    project = Project(small_disk.path / "project")
+    page = project.write("a.txt", text_page(day="20 March 2025"))
+    small_disk.fill()
+    failed = project.backfill(page)
+    assert failed.exit_code != 0 and ENOSPC in one_error_line(failed.stderr)
+    small_disk.free()
+    latest = project.run("latest")
+    assert latest.exit_code == 0 and "no database yet" in latest.stderr
+    again = project.backfill(page)
+    assert again.exit_code == 0 and "5 new" in again.output, again.output
+
+
+def test_a_store_of_0_bytes_is_no_store(project: Project) -> None:
+    """A database file of 0 bytes (a creation cut short) holds nothing: a reader reads an
+    empty store and says there is none, a writer makes it afresh."""
+    project.db.parent.mkdir(parents=True, exist_ok=True)
+    project.db.write_bytes(b"")
+    latest = project.run("latest")
+    assert latest.exit_code == 0 and "no database yet" in latest.stderr
+    assert project.db.stat().st_size == 0  # a reader changes nothing
+    page = project.write("a.txt", text_page(day="20 March 2025"))
+    assert "5 new" in project.backfill(page).output
+    assert project.export().count("\n") == 6
+
+
 # --- scrape: what the store cannot take waits, and is stored later ------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as s:
-        yield s
 
 
 def daily_pages(server: LocalServer, first: int = 20, days: int = 6) -> None:
     """Each fetch of / gives the page of the next day of March 2025 (the last repeats)."""
-    server.route("/", *(html(page(date=f"{d} March 2025")) for d in range(first, first + days)))
+    server.route("/", *(html(html_page(day=f"{d} March 2025")) for d in range(first, first + days)))
 
 
 def stored_days(config: Config) -> list[int]:
@@ -199,7 +230,9 @@ def test_scrapes_on_a_full_disk_wait_in_the_spool_and_are_stored_when_there_is_r
     tmp_path: Path, server: LocalServer, small_disk: SmallDisk
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     config = replace(config, store_path=small_disk.path / "ticker.duckdb")
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     small_disk.fill()
@@ -214,7 +247,7 @@ def test_scrapes_on_a_full_disk_wait_in_the_spool_and_are_stored_when_there_is_r
 
     [s] = status_job.status(config, NOW + timedelta(days=3))
     assert s.waiting == 3 and ENOSPC in (s.waiting_because or "") and s.unsettled
-    result = CliRunner().invoke(cli, ["--config", str(config.path), "status"])
+    result = ticker_in_process(config.path, "status")
     assert result.exit_code == 1
     assert f"timesca: waiting: 3 attempts in {config.archive_dir / '.pending'}" in result.output
 
@@ -232,7 +265,7 @@ def _overwrite(db: Path) -> None:
 
 
 def _truncate(db: Path) -> None:  # an interrupted copy: it opens, its writes fail
-    os.truncate(db, db.stat().st_size // 2)
+    cut_short(db)
 
 
 @pytest.mark.parametrize("damage", [_overwrite, _truncate], ids=["overwritten", "truncated"])
@@ -240,7 +273,9 @@ def test_a_damaged_store_leaves_the_attempts_pending_until_it_is_moved_aside(
     tmp_path: Path, server: LocalServer, damage: Callable[[Path], None]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     assert scrape_job.scrape(config, NOW)[0].outcome == "ok"
     damage(config.store_path)
     for hour in (1, 2):  # a scrape a day, each page dated its day
@@ -287,11 +322,13 @@ def test_scrape_waits_at_most_lock_timeout_in_all(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    cfg = write_config(tmp_path, server.url("/"), retries=0, lock_timeout=2)
-    assert CliRunner().invoke(cli, ["--config", str(cfg), "scrape"]).exit_code == 0
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=2
+    )
+    assert ticker_in_process(cfg, "scrape").exit_code == 0
     holder = lock_holder(load_config(cfg).store_path)
     t0 = time.monotonic()
-    result = CliRunner().invoke(cli, ["--config", str(cfg), "scrape"])
+    result = ticker_in_process(cfg, "scrape")
     took = time.monotonic() - t0
     release(holder)
     assert result.exit_code == 1 and "timesca store_locked" in result.stdout
@@ -299,17 +336,85 @@ def test_scrape_waits_at_most_lock_timeout_in_all(
     assert took < 2 + 1.5, f"{took:.1f} s: the validators' read and the store each waited"
 
 
+def test_a_daemon_killed_while_a_job_waits_for_the_store_loses_no_page(
+    tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
+) -> None:
+    """SIGKILL while a job of `ticker run` waits for a locked store: the page it fetched
+    waits in the spool (written ahead), `ticker status` says so, and the next scrape
+    stores it."""
+    daily_pages(server, days=30)
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=30
+    )
+    config = load_config(cfg)
+    daemon = start_ticker(cfg, "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(stored_days(config)) >= 1)  # the first job: 20 March
+        holder = lock_holder(config.store_path)
+        fetched = len(server.seen)
+        wait_until(lambda: len(server.seen) > fetched)  # a job fetched with the store held
+        wait_until(lambda: len(archived_pages(config)) == len(server.seen))
+        time.sleep(0.3)  # ... and archived its page: it waits for the store now
+    finally:
+        daemon.kill()
+        daemon.wait(timeout=10)
+    release(holder)
+    served, stored = len(server.seen), stored_days(config)
+    assert len(stored) < served  # the page of the killed job is not in the store
+
+    now = datetime.now(UTC)  # the daemon's own clock dated its capture
+    [s] = status_job.status(config, now)
+    assert len(stored) + s.waiting == served and "did not finish" in (s.waiting_because or "")
+    [attempt] = scrape_job.scrape(config, now)
+    assert attempt.outcome == "ok"
+    assert stored_days(config) == list(range(20, 20 + served + 1)) and spool_files(config) == []
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.05)
+
+
+def archived_pages(config: Config) -> list[Path]:
+    return sorted(config.archive_dir.glob("*/*.warc.gz"))
+
+
+def test_the_capture_time_is_when_the_page_was_fetched_after_a_wait_for_the_store(
+    tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
+) -> None:
+    """A job that first waits for a locked store (to read its validators) dates its page
+    by when it was fetched, after the wait, not by when the job began."""
+    server.route("/", html(html_page(day=None)))  # no date line: dated by capture time
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=10
+    )
+    config = load_config(cfg)
+    with Store.open(config.store_path):
+        pass
+    holder = lock_holder(config.store_path)
+    threading.Timer(1.5, release, [holder]).start()
+    [attempt] = scrape_job.scrape(config, NOW)
+    assert attempt.outcome == "ok"
+    assert attempt.started_at >= NOW + timedelta(seconds=1)  # the wait, then the fetch
+    assert attempt.started_at - NOW < timedelta(seconds=1.5 + 8)
+
+
 def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    cfg = write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3)
+    cfg = write_config(
+        tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+    )
     config = load_config(cfg)
-    runner = CliRunner()
-    assert runner.invoke(cli, ["--config", str(cfg), "scrape"]).exit_code == 0
-    (config.archive_dir / spool.SPOOL_DIR).write_text("a file where the spool goes")
+    assert ticker_in_process(cfg, "scrape").exit_code == 0
+    pending = config.archive_dir / spool.SPOOL_DIR
+    shutil.rmtree(pending, ignore_errors=True)  # (each scrape writes ahead there)
+    pending.write_text("a file where the spool goes")
     holder = lock_holder(config.store_path)
-    result = runner.invoke(cli, ["--config", str(cfg), "scrape"])
+    result = ticker_in_process(cfg, "scrape")
     release(holder)
     assert result.exit_code == 1
     [line] = result.stdout.splitlines()
@@ -317,14 +422,14 @@ def test_an_attempt_neither_stored_nor_spooled_is_reported_not_kept(
     assert f"`ticker backfill {config.archive_dir}` stores it" in line
 
     # status sees the page that was fetched and archived but is not in the store
-    status = runner.invoke(cli, ["--config", str(cfg), "status", "--json"])
+    status = ticker_in_process(cfg, "status", "--json")
     assert status.exit_code == 1
     [row] = json.loads(status.stdout)
     assert row["unstored_pages"] == 1 and row["last_outcome"] == "ok"
-    table = runner.invoke(cli, ["--config", str(cfg), "status"])
+    table = ticker_in_process(cfg, "status")
     assert table.exit_code == 1 and "timesca: unstored: 1 page in" in table.stdout
 
-    loaded = runner.invoke(cli, ["--config", str(cfg), "backfill", str(config.archive_dir)])
+    loaded = ticker_in_process(cfg, "backfill", str(config.archive_dir))
     assert loaded.exit_code == 0, loaded.output
     assert stored_days(config) == [20, 21]
     [s] = status_job.status(config, NOW)
@@ -335,7 +440,11 @@ def test_the_daemon_holds_what_it_cannot_keep_and_stores_it_at_the_next_job(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3))
+    config = load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+        )
+    )
     config.archive_dir.write_text("a file: no archive, no spool")
     daemon = Daemon(config, clock=lambda: NOW)
     holder = lock_holder(config.store_path)
@@ -359,7 +468,11 @@ def test_a_stopping_daemon_spools_what_it_holds(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
     daily_pages(server)
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0, lock_timeout=0.3))
+    config = load_config(
+        write_config(
+            tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0}, lock_timeout=0.3
+        )
+    )
     daemon = Daemon(config, clock=lambda: NOW)
     pending = config.archive_dir / spool.SPOOL_DIR
     config.archive_dir.mkdir()
@@ -396,8 +509,10 @@ def _delete(db: Path, backup: Path) -> None:
 def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
     tmp_path: Path, server: LocalServer, swap: Callable[[Path, Path], None]
 ) -> None:
-    server.route("/", conditional(page(date="20 March 2025"), '"v1"'))
-    config = load_config(write_config(tmp_path, server.url("/"), retries=0))
+    server.route("/", conditional(html_page(day="20 March 2025"), '"v1"'))
+    config = load_config(
+        write_config(tmp_path, url=server.url("/"), http=LOCAL_HTTP | {"retries": 0})
+    )
     backup = tmp_path / "backup.duckdb"
     with Store.open(config.store_path):
         pass
@@ -423,32 +538,37 @@ def test_a_304_is_taken_only_from_the_store_that_holds_the_page(
 def test_status_names_what_waits_for_each_source(
     tmp_path: Path, server: LocalServer, lock_holder: Callable[[Path], Any]
 ) -> None:
-    server.route("/a", html(page(date="20 March 2025")))
+    server.route("/a", html(html_page(day="20 March 2025")))
     server.route("/b", html(b"<h1>busy</h1>", 503))
     other = f'\n[[sources]]\nname = "other"\nurl = "{server.url("/b")}"\n'
-    cfg = write_config(tmp_path, server.url("/a"), retries=0, lock_timeout=0.3, extra=other)
+    cfg = write_config(
+        tmp_path,
+        url=server.url("/a"),
+        http=LOCAL_HTTP | {"retries": 0},
+        lock_timeout=0.3,
+        extra=other,
+    )
     config = load_config(cfg)
-    runner = CliRunner()
-    runner.invoke(cli, ["--config", str(cfg), "status"])  # creates the store
+    ticker_in_process(cfg, "status")  # creates the store
     holder = lock_holder(config.store_path)
-    scraped = runner.invoke(cli, ["--config", str(cfg), "scrape"])
+    scraped = ticker_in_process(cfg, "scrape")
     release(holder)
     assert scraped.exit_code == 1
     (config.archive_dir / spool.SPOOL_DIR / "torn.json").write_text('{"id": "ab')
 
-    result = runner.invoke(cli, ["--config", str(cfg), "status", "--json"])
+    result = ticker_in_process(cfg, "status", "--json")
     assert result.exit_code == 1
     rows = {r["source"]: r for r in json.loads(result.stdout)}
     assert rows["timesca"]["waiting_attempts"] == 1 and rows["other"]["waiting_attempts"] == 1
     assert "locked" in rows["timesca"]["waiting_because"]
     assert rows["timesca"]["unreadable_spooled"] == rows["other"]["unreadable_spooled"] == 1
-    table = runner.invoke(cli, ["--config", str(cfg), "status"])
+    table = ticker_in_process(cfg, "status")
     assert table.exit_code == 1
     for name in ("timesca", "other"):
         assert f"{name}: waiting: 1 attempt in" in table.stdout
     assert "set aside: 1 spooled attempt in" in table.stdout
 
-    runner.invoke(cli, ["--config", str(cfg), "scrape"])  # records them; sets the torn aside
+    ticker_in_process(cfg, "scrape")  # records them; sets the torn aside
     [ok, failed] = status_job.status(config, NOW)
     assert ok.waiting == failed.waiting == 0 and ok.unreadable_spooled == 1
     assert sorted(p.name for p in spool.set_aside_attempts(config)) == ["torn.bad"]

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from servers import page as news_page
+from conftest import write_config
+from pages import html_page
 
 from ticker.sources.ticker import TickerReader
 
@@ -89,8 +90,7 @@ def day_page(day: date | None, *, dated: bool = True, filler: int = 12) -> bytes
     """A page of the site as captured on `day`: the ticker of that day, and the date line
     (or none when not `dated`: the capture time dates it)."""
     quotes = quotes_of(day or date(2025, 3, 20))
-    line = f"{day:%d %B %Y}" if dated and day else None
-    return news_page(quotes, date=line, filler_paragraphs=filler)
+    return html_page(quotes, day if dated else None, paragraphs=filler).encode()
 
 
 @dataclass
@@ -599,13 +599,18 @@ class BrokenReader(TickerReader):
 def recover_config(directory: Path, archives: WebArchives, per_minute: int = 100000) -> Path:
     """A config.toml for recover tests: the store and archive in `directory`, the source
     timesca.com, the archives at the stand-in."""
-    path = directory / "config.toml"
-    path.write_text(
-        '[store]\npath = "ticker.duckdb"\nlock_timeout = 5\n\n'
-        '[[sources]]\nname = "timesca"\nurl = "https://timesca.com/"\n'
-        'timezone = "Asia/Almaty"\n\n'
-        "[http]\ntimeout = 5\nretries = 2\nbackoff = 0\nmax_retry_after = 600\ndeadline = 30\n\n"
-        '[archive]\ndir = "pages"\n\n' + archives.config(per_minute),
-        encoding="utf-8",
+    return write_config(
+        directory,
+        lock_timeout=5,
+        url="https://timesca.com/",
+        http={
+            "timeout": 5,
+            "retries": 2,
+            "backoff": 0,
+            "max_retry_after": 600,
+            "deadline": 30,
+        },
+        schedule={},
+        charts=None,
+        extra="\n" + archives.config(per_minute),
     )
-    return path

@@ -14,6 +14,7 @@ import functools
 import io
 import os
 import uuid
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from ticker.dumps import SOURCE_HEADER
 from ticker.errors import ArchiveError
 
 SUFFIX = ".warc.gz"
+GZIP_LEVEL = 6  # zlib's default
 _TMP_SUFFIX = ".tmp"
 _swept: set[Path] = set()  # day directories already cleared of stale temporary files
 
@@ -54,8 +56,11 @@ def warc_bytes(
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
+    # Written plain, each record then gzipped as a member of its own at zlib's default
+    # level (warcio's own gzip takes level 9: four times the time for a JSON body of
+    # 100 KB, for a file a few per cent smaller).
     buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=True, warc_version="WARC/1.0")
+    writer = WARCWriter(buf, gzip=False, warc_version="WARC/1.0")
     date = captured_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     info = writer.create_warcinfo_record(
         filename,
@@ -63,6 +68,7 @@ def warc_bytes(
     )
     info.rec_headers.replace_header("WARC-Date", date)
     writer.write_record(info)
+    first = buf.tell()
     # The body is stored decoded: drop the transfer encodings and give its real length.
     kept = [
         (k, v) for k, v in headers if k.lower() not in ("content-encoding", "transfer-encoding")
@@ -84,7 +90,14 @@ def warc_bytes(
         },
     )
     writer.write_record(record)
-    return buf.getvalue()
+    data = buf.getvalue()
+    return _member(data[:first]) + _member(data[first:])
+
+
+def _member(data: bytes) -> bytes:
+    """One gzip member of `data`."""
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return packer.compress(data) + packer.flush()
 
 
 def archive_page(

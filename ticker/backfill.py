@@ -119,7 +119,7 @@ def backfill(
     summary.unreadable.extend(missing)
     summary.files_found = len(files)
     done: set[str] = set()
-    if files and config.store_path.exists():
+    if files and Store.exists(config.store_path):
         with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
             done = read.loaded_file_keys(store)
     if workers is None:
@@ -130,7 +130,9 @@ def backfill(
     readers: dict[str, Reader] = {}  # this process's, when it reads the files itself
     with contextlib.ExitStack() as stack:
         stage_dir = Path(stack.enter_context(_stage_dir()))
-        job = _ReadJob(config.sources, default_source.name, given_date, stage_dir, now)
+        # Pages of every source, the official rates' responses in the archive too.
+        known = (*config.sources, config.reference)
+        job = _ReadJob(known, default_source.name, given_date, stage_dir, now)
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
 

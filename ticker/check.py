@@ -11,6 +11,7 @@ here allows exactly what the printed digits allow, computed with exact fractions
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import defaultdict
@@ -23,6 +24,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from ticker.config import IN_FORCE_DAYS, REFERENCE, REFERENCE_SLACK, official_pair
 from ticker.models import Day, bounded_detail, shorten
 from ticker.store import Store, read
 from ticker.store.read import BadPage, Revision
@@ -54,6 +56,7 @@ LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
 # Kinds in report order, with the one-line explanation printed above their findings.
 KINDS: dict[str, str] = {
     "change_mismatch": "printed change does not match the stored rates of the day before",
+    "reference_mismatch": "ticker values no reading of their digits brings near the official rate",
     "future_date": "dates after today: a misprinted date line or a wrong --date",
     "jump": "moves far outside the pair's usual daily moves",
     "revision": "dates whose values changed between captures",
@@ -81,11 +84,14 @@ class Snapshot:
     origins: Mapping[tuple[str, str, date], str] = field(default_factory=dict)
 
 
-def snapshot(store: Store, after: date | None = None) -> Snapshot:
+def snapshot(
+    store: Store, after: date | None = None, days: Sequence[Day] | None = None
+) -> Snapshot:
     """Everything the checks read, fetched whole (DuckDB 2 wants every result finished);
-    with `after`, also the origins of the days after that date."""
+    with `after`, also the origins of the days after that date. `days`: the daily series
+    when the caller has read it already."""
     return Snapshot(
-        days=tuple(read.daily(store)),
+        days=tuple(read.daily(store) if days is None else days),
         revisions=tuple(read.revisions(store)),
         bad_pages=tuple(read.inconsistent_pages(store)),
         origins=read.day_origins(store, after) if after is not None else {},
@@ -118,11 +124,41 @@ class Finding:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A ticker pair against the official rates over the days both have: the median
+    deviation, and how close it comes to the official rate of the same day, the day
+    before and two days before (a lagging ticker shows yesterday's rate)."""
+
+    source: str
+    pair: str
+    official_pair: str
+    days: int  # days compared (with an official rate in force)
+    median_deviation_pct: float
+    median_off_pct: tuple[float | None, float | None, float | None]  # by lag 0, 1, 2 days
+    lag_days: int | None  # the lag that fits clearly best; None: too few days to say
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "pair": self.pair,
+            "official_pair": self.official_pair,
+            "days_compared": self.days,
+            "median_deviation_pct": round(self.median_deviation_pct, 4),
+            "median_abs_deviation_pct_by_lag": [
+                None if v is None else round(v, 4) for v in self.median_off_pct
+            ],
+            "lag_days": self.lag_days,
+        }
+
+
 @dataclass(frozen=True)
 class Report:
     findings: tuple[Finding, ...]
     checked: Mapping[str, int]
     now: datetime
+    comparisons: tuple[Comparison, ...] = ()  # the ticker against the official rates
+    tolerance_pct: float = 1.0
 
     @property
     def exit_code(self) -> int:
@@ -142,32 +178,52 @@ class Report:
         return counts
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "now": self.now.isoformat(),
             "levels": self.by_level(),
             "kinds": self.by_kind(),
             "checked": dict(self.checked),
             "findings": [f.as_dict() for f in self.findings],
         }
+        if self.comparisons:
+            out["reference"] = {
+                "tolerance_pct": self.tolerance_pct,
+                "pairs": [c.as_dict() for c in self.comparisons],
+            }
+        return out
 
 
-def check(snap: Snapshot, sources: Sequence[Source], stale_after: float, now: datetime) -> Report:
-    """Run every check; findings sorted by level, kind, then worst first."""
+def check(
+    snap: Snapshot,
+    sources: Sequence[Source],
+    stale_after: float,
+    now: datetime,
+    *,
+    tolerance_pct: float = 1.0,
+) -> Report:
+    """Run every check; findings sorted by level, kind, then worst first. Official rates
+    (source `reference`) are compared with the tickers and checked for revisions,
+    future dates and staleness; the checks of a ticker's own series leave them out."""
     series = _series(snap.days)
+    ticker = {k: v for k, v in series.items() if k[0] != REFERENCE}
     checked: dict[str, int] = {
         "sources": len({d.source for d in snap.days}),
         "pairs": len(series),
         "days": len(snap.days),
     }
     findings: list[Finding] = []
-    findings += check_changes(series, checked)
+    findings += check_changes(ticker, checked)
     findings += check_future(series, sources, now, snap.origins)
-    findings += check_jumps(series, checked)
+    findings += check_jumps(ticker, checked)
     findings += check_revisions(snap.revisions)
     findings += check_bad_pages(snap.bad_pages)
     findings += check_stale(series, sources, stale_after, now)
-    findings += check_gaps(series)
-    findings += check_pairs(series, sources)
+    findings += check_gaps(ticker)
+    findings += check_pairs(ticker, sources)
+    comparisons: list[Comparison] = []
+    if len(ticker) < len(series):
+        found, comparisons = check_reference(series, tolerance_pct, checked)
+        findings += found
     kind_order = {k: i for i, k in enumerate(KINDS)}
     findings.sort(
         key=lambda f: (
@@ -179,7 +235,7 @@ def check(snap: Snapshot, sources: Sequence[Source], stale_after: float, now: da
             f.date or date.min,
         )
     )
-    return Report(tuple(findings), checked, now)
+    return Report(tuple(findings), checked, now, tuple(comparisons), tolerance_pct)
 
 
 def _series(days: Iterable[Day]) -> dict[tuple[str, str], list[Day]]:
@@ -315,6 +371,197 @@ def check_changes(
     return out
 
 
+# --- the ticker against the official rates ------------------------------------------------
+
+MIN_LAG_DAYS = 10  # fewer compared days than this say nothing about a lag
+LAG_MARGIN = 0.8  # a lag fits clearly better when it is off by at most this share as much
+
+
+@dataclass(frozen=True, slots=True)
+class _Official:
+    """A pair's official rates: their dates and values in the ticker's direction."""
+
+    dates: list[date]
+    days: list[Day]
+    values: list[float]  # the ticker's direction (1 / rate for KZT/USD)
+    invert: bool
+
+
+def _officials(days: Sequence[Day], invert: bool) -> _Official:
+    values = [(1 / v if invert else v) if (v := float(d.rate)) > 0 else math.nan for d in days]
+    return _Official([d.date for d in days], list(days), values, invert)
+
+
+def _in_force(off: _Official, day: date) -> int | None:
+    """The index of the official rate in force on `day` (published at most
+    IN_FORCE_DAYS before it), or None."""
+    i = bisect.bisect_right(off.dates, day) - 1
+    if i < 0 or (day - off.dates[i]).days >= IN_FORCE_DAYS or not off.values[i] > 0:
+        return None
+    return i
+
+
+def _exact(off: _Official, i: int) -> Fraction:
+    value = Fraction(off.days[i].rate)
+    return 1 / value if off.invert else value
+
+
+def _within(rate: str, off: _Official, i: int, tol: float) -> bool:
+    """Whether some reading of the printed `rate` is within `tol` (a fraction) of the
+    official rate `i`: the printed range and the tolerance band around it meet."""
+    value = off.values[i]
+    half = 0.5 * 10.0 ** -decimals(rate)
+    r = float(rate)
+    lo, hi = value * (1 - tol), value * (1 + tol)
+    margin = 1e-9 * value
+    if r - half > hi + margin or r + half < lo - margin:
+        return False
+    if r - half < hi - margin and r + half > lo + margin:
+        return True
+    exact = _exact(off, i)  # on the edge: the exact fractions decide
+    plo, phi = rate_interval(rate)
+    t = Fraction(tol)
+    return plo <= exact * (1 + t) and phi >= exact * (1 - t)
+
+
+def check_reference(
+    series: Mapping[tuple[str, str], Sequence[Day]],
+    tolerance_pct: float,
+    checked: dict[str, int] | None = None,
+) -> tuple[list[Finding], list[Comparison]]:
+    """Each ticker value against the official rate in force on its date.
+
+    reference_mismatch: no reading of the printed digits comes within tolerance_pct of
+    the official rate (a warning when the official rate of one or two days before is
+    within reach: the ticker lags; an error otherwise). Per pair, the median deviation
+    and the median distance to the official rate of the same day, the day before and two
+    days before: a lagging ticker is closest to an earlier one."""
+    tol = tolerance_pct / 100
+    out: list[Finding] = []
+    comparisons: list[Comparison] = []
+    compared = 0
+    for (source, pair), days in series.items():
+        if source == REFERENCE:
+            continue
+        op = official_pair(pair)
+        published = series.get((REFERENCE, op)) if op else None
+        if not published:
+            continue
+        assert op is not None
+        off = _officials(published, invert=not pair.startswith("USD/"))
+        deviations: list[float] = []
+        by_lag: list[list[float]] = [[], [], []]
+        for day in days:
+            i = _in_force(off, day.date)
+            if i is None:
+                continue
+            r = float(day.rate)
+            value = off.values[i]
+            deviation = r / value - 1
+            deviations.append(deviation)
+            earlier = [_in_force(off, day.date - timedelta(days=k)) for k in (1, 2)]
+            if all(j is not None for j in earlier):
+                by_lag[0].append(abs(deviation))
+                for k, j in enumerate(earlier, 1):
+                    assert j is not None
+                    by_lag[k].append(abs(r / off.values[j] - 1))
+            if _within(day.rate, off, i, tol):
+                continue
+            out.append(_mismatch(source, pair, day, off, i, earlier, deviation, tolerance_pct))
+        if not deviations:
+            continue
+        compared += len(deviations)
+        medians = tuple(statistics.median(v) * 100 if v else None for v in by_lag)
+        comparisons.append(
+            Comparison(
+                source,
+                pair,
+                op,
+                len(deviations),
+                statistics.median(deviations) * 100,
+                (medians[0], medians[1], medians[2]),
+                _lag(medians, len(by_lag[0])),
+            )
+        )
+    if checked is not None:
+        checked["official_rates_compared"] = compared
+    return out, comparisons
+
+
+def _lag(medians: tuple[float | None, ...], n: int) -> int | None:
+    """0 when the ticker is closest to the official rate of its own day, 1 or 2 when it
+    is clearly closer to the one of a day or two before; None on too few days."""
+    if n < MIN_LAG_DAYS or medians[0] is None:
+        return None
+    best = min(range(3), key=lambda k: (medians[k] if medians[k] is not None else math.inf, k))
+    same = medians[0]
+    if best and (medians[best] or 0.0) < LAG_MARGIN * same:
+        return best
+    return 0
+
+
+def _mismatch(
+    source: str,
+    pair: str,
+    day: Day,
+    off: _Official,
+    i: int,
+    earlier: Sequence[int | None],
+    deviation: float,
+    tolerance_pct: float,
+) -> Finding:
+    tol = tolerance_pct / 100
+    published = off.days[i]
+    lag = next(
+        (
+            (k, j)
+            for k, j in enumerate(earlier, 1)
+            if j is not None and j != i and _within(day.rate, off, j, tol)
+        ),
+        None,
+    )
+    by = f", {published.publisher}" if published.publisher else ""
+    official = _official_text(off.values[i])
+    lo, hi = rate_interval(day.rate)
+    message = (
+        f"{source} {pair} {day.date}: printed {day.rate} ({float(lo):.10g} to {float(hi):.10g}) "
+        f"but the official rate in force was {official} ({published.pair} {published.rate} "
+        f"of {published.date}{by}): {deviation * 100:+.2f}%, beyond [reference] tolerance_pct "
+        f"= {tolerance_pct:g}%"
+    )
+    if lag is not None:
+        lagged = off.days[lag[1]]
+        message += (
+            f"; it matches the official rate of {lagged.date} ({lagged.rate}), "
+            f"{lag[0]} day{'s' if lag[0] > 1 else ''} before: the ticker lags"
+        )
+    return Finding(
+        "reference_mismatch",
+        Level.WARNING if lag is not None else Level.ERROR,
+        source,
+        pair,
+        day.date,
+        message,
+        abs(deviation) * 100,
+        {
+            "rate": day.rate,
+            "official_pair": published.pair,
+            "official_rate": published.rate,
+            "official_date": published.date.isoformat(),
+            "official_publisher": published.publisher,
+            "official_in_ticker_direction": official,
+            "deviation_pct": round(deviation * 100, 6),
+            "tolerance_pct": tolerance_pct,
+            "matches_days_before": lag[0] if lag is not None else None,
+        },
+    )
+
+
+def _official_text(value: float) -> str:
+    """An official rate turned to the ticker's direction, to 6 significant digits."""
+    return f"{value:.6g}" if 1e-4 <= abs(value) < 1e9 else f"{value:.6f}".rstrip("0")
+
+
 def _min_log_move(prev_rate: str, rate: str) -> float:
     """The smallest log move two printed rates allow (0 when their intervals touch)."""
     lo0, hi0 = rate_interval(prev_rate)
@@ -415,7 +662,7 @@ def check_revisions(revisions: Iterable[Revision]) -> list[Finding]:
         revs.sort(key=lambda r: r.revision)
         rates = [float(r.rate) for r in revs]
         spread = (max(rates) / min(rates) - 1) * 100 if min(rates) > 0 else math.inf
-        shown = "; ".join(f"#{r.revision} {r.rate} {r.change}% from {r.origin}" for r in revs)
+        shown = "; ".join(f"#{r.revision} {_version(r)} from {r.origin}" for r in revs)
         out.append(
             Finding(
                 "revision",
@@ -440,6 +687,13 @@ def check_revisions(revisions: Iterable[Revision]) -> list[Finding]:
             )
         )
     return out
+
+
+def _version(r: Revision) -> str:
+    """A stored version as printed (rate and change) or as published (rate and bank)."""
+    if r.change is not None:
+        return f"{r.rate} {r.change}%"
+    return f"{r.rate} ({r.publisher})" if r.publisher else r.rate
 
 
 def check_bad_pages(pages: Iterable[BadPage]) -> list[Finding]:
@@ -547,7 +801,8 @@ def check_stale(
             )
             continue
         age = (now - day_start(last, src.tz)).total_seconds()
-        if age > stale_after:
+        limit = stale_after + (REFERENCE_SLACK if src.name == REFERENCE else 0.0)
+        if age > limit:
             out.append(
                 Finding(
                     "stale_source",
@@ -556,9 +811,10 @@ def check_stale(
                     None,
                     last,
                     f"{src.name}: newest observation is of {last}, {_age(age)} old "
-                    f"(stale after {_age(stale_after)}, [status] stale_after)",
+                    f"(stale after {_age(limit)}, [status] stale_after"
+                    + (" and 4 days for weekends and holidays)" if limit > stale_after else ")"),
                     age,
-                    {"age_seconds": round(age), "stale_after_seconds": round(stale_after)},
+                    {"age_seconds": round(age), "stale_after_seconds": round(limit)},
                 )
             )
     return out
@@ -735,6 +991,13 @@ def format_report(report: Report, limit: int = 10) -> list[str]:
         f"{_n(levels['error'], 'error')}, {_n(levels['warning'], 'warning')}, "
         f"{_n(levels['info'], 'note')}",
     ]
+    if report.comparisons:
+        lines.append("")
+        lines.append(
+            f"against the official rates ({c.get('official_rates_compared', 0)} days compared, "
+            f"[reference] tolerance_pct = {report.tolerance_pct:g}% beyond the printed digits):"
+        )
+        lines += [f"  {comparison_text(x)}" for x in report.comparisons]
     groups: dict[tuple[Level, str], list[Finding]] = {}
     for f in report.findings:
         groups.setdefault((f.level, f.kind), []).append(f)
@@ -748,9 +1011,42 @@ def format_report(report: Report, limit: int = 10) -> list[str]:
     return lines
 
 
+_LAG_WORDS = ("the same day", "the day before", "two days before")
+
+
+def comparison_text(x: Comparison) -> str:
+    """One pair against the official rates, in words."""
+    head = (
+        f"{x.source} {x.pair}: {_n(x.days, 'day')} against {REFERENCE} {x.official_pair}, "
+        f"median deviation {x.median_deviation_pct:+.2f}%"
+    )
+    off = x.median_off_pct
+    if x.lag_days is None or off[0] is None:
+        return head + "; too few days to tell a lag"
+    others = ", ".join(
+        f"{_LAG_WORDS[k]} {off[k]:.2f}%" for k in range(3) if k != x.lag_days and off[k] is not None
+    )
+    closest = f"{_LAG_WORDS[x.lag_days]} ({off[x.lag_days]:.2f}% off, median)"
+    if x.lag_days:
+        return (
+            f"{head}; lags {_n(x.lag_days, 'day')}: closest to the official rate of {closest}, "
+            f"against {others}"
+        )
+    return f"{head}; closest to the official rate of {closest}, against {others}"
+
+
 def run_check(config: Config, now: datetime) -> Report:
     """Open the store read-only for the one read, then check what was read."""
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         # every time zone's today + 1 is after yesterday in UTC
         snap = snapshot(store, after=now.astimezone(UTC_ZONE).date() - timedelta(days=1))
-    return check(snap, config.sources, config.stale_after, now)
+    return check_config(config, snap, now)
+
+
+def check_config(config: Config, snap: Snapshot, now: datetime) -> Report:
+    """`check` with what the config says: its sources (and the official rates once they
+    are stored), stale_after and [reference] tolerance_pct."""
+    sources = tuple(config.sources)
+    if any(d.source == REFERENCE for d in snap.days):
+        sources += (config.reference,)
+    return check(snap, sources, config.stale_after, now, tolerance_pct=config.tolerance_pct)

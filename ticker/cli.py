@@ -1,5 +1,5 @@
 """Command line: parses arguments, reads the clock and the config, calls the job modules
-(backfill, scrape, status, charts, series, export, check, scheduler) and prints."""
+(backfill, scrape, status, charts, series, export, check, scheduler, serve) and prints."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from ticker import __version__
-from ticker.config import PAIR_RE, Config, load_config
+from ticker.config import PAIR_RE, REFERENCE, Config, load_config, official_pair
 from ticker.errors import OutputError, TickerError, UsageError
 from ticker.models import Day
 from ticker.output import output_error
@@ -76,8 +76,10 @@ def _config(ctx: click.Context) -> Config:
 def _read_only(ctx: click.Context) -> Config:
     """The config of a command that only reads the store. Such a command never creates
     the database: where there is none yet it reads as empty, and this says so."""
+    from ticker.status import has_store
+
     config = _config(ctx)
-    if not config.store_path.exists():
+    if not has_store(config):
         click.echo(
             f"no database yet at {config.store_path}; "
             "make one with `ticker backfill PATH` or `ticker scrape`",
@@ -108,25 +110,47 @@ def _pair(config: Config, text: str) -> str:
     pair = text.strip().upper().replace("-", "/")
     if len(pair) == 3:
         pair += "/USD"
+    if pair.startswith("USD/") and f"{pair[4:]}/USD" in config.pairs:
+        pair = f"{pair[4:]}/USD"  # the official rates' direction names the same currency
     if not PAIR_RE.match(pair) or pair not in config.pairs:
         known = ", ".join(config.pairs)
         raise UsageError(f"unknown pair {text!r}; configured pairs: {known}")
     return pair
 
 
-def _print_rows(rows: Sequence[Day], as_json: bool, empty: str) -> None:
+def _print_rows(
+    rows: Sequence[Day], as_json: bool, empty: str, officials: dict[Day, Any] | None = None
+) -> None:
+    """The rows as a table or JSON; with `officials` (official rates are stored), each
+    quote with the official rate in force on its date and its deviation from it."""
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        out = []
+        for r in rows:
+            fields = r.as_dict()
+            if officials is not None:
+                found = officials.get(r)
+                fields.update(
+                    found.as_dict()
+                    if found
+                    else {"official_rate": None, "official_date": None, "deviation_pct": None}
+                )
+            out.append(fields)
+        click.echo(json.dumps(out, indent=2))
         return
     if not rows:
         click.echo(empty)
         return
-    table = [("source", "pair", "date", "rate", "change_pct")]
+    table: list[tuple[str, ...]] = [("source", "pair", "date", "rate", "change_pct")]
     table += [
         (r.source, r.pair, r.date.isoformat(), r.rate, "-" if r.change is None else r.change + "%")
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    if officials is not None:
+        table[0] += ("official_rate", "deviation_pct")
+        for i, r in enumerate(rows, 1):
+            found = officials.get(r)
+            table[i] += (found.rate, found.deviation_pct + "%") if found else ("-", "-")
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         cells = [
             c.ljust(w) if i < 3 else c.rjust(w)
@@ -227,11 +251,14 @@ def latest(ctx: click.Context, as_json: bool) -> None:
     Example:
       ticker latest --json
     """
-    from ticker.series import latest as latest_days
+    from ticker.series import latest_with_officials
 
-    rows = latest_days(_read_only(ctx))
+    rows, officials = latest_with_officials(_read_only(ctx))
     _print_rows(
-        rows, as_json, "no quotes stored yet; run `ticker backfill PATH` or `ticker scrape`"
+        rows,
+        as_json,
+        "no quotes stored yet; run `ticker backfill PATH` or `ticker scrape`",
+        officials,
     )
 
 
@@ -263,7 +290,9 @@ def history(
     if source_name is not None:
         config.source(source_name)
     _read_only(ctx)
-    rows = pair_history(config, name, _as_date(since), _as_date(until), source_name)
+    # the currency's official rates too, written the way they are published (USD/KZT)
+    pairs = [name, *(p for p in [official_pair(name)] if p is not None and p != name)]
+    rows = pair_history(config, pairs, _as_date(since), _as_date(until), source_name)
     _print_rows(rows, as_json, f"no quotes of {name} stored in that range")
 
 
@@ -391,6 +420,36 @@ def scrape(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--since", type=DATE, help="First date (default: the ticker's first stored day).")
+@click.option("--until", type=DATE, help="Last date (default: today).")
+@click.pass_context
+def reference(ctx: click.Context, since: datetime | None, until: datetime | None) -> None:
+    """Fetch the official rates of the configured pairs from [reference] url (a Frankfurter
+    server) and store them as the source `reference`, each on the date it is in force.
+
+    Each pair is asked of the bank that publishes it, five years a request; every
+    request is archived and recorded as an attempt (see `ticker status`). Running it
+    again adds nothing new; another value for a stored date is kept as a revision. Exit
+    code 0 when every request gave its rates, 1 otherwise (its line says why).
+
+    \b
+    Example:
+      ticker reference --since 2001-01-01
+    """
+    from ticker.reference import fetch_reference
+
+    _setup_logging(ctx)
+    config = _config(ctx)
+    run = fetch_reference(config, _now(), since=_as_date(since), until=_as_date(until))
+    click.echo(f"window: {run.since} to {run.until}")
+    for attempt in run.attempts:
+        click.echo(run.describe(attempt))
+    for line in run.left_out:
+        click.echo(f"not asked: {line}")
+    ctx.exit(run.exit_code)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -453,6 +512,14 @@ def _print_status(rows: Sequence[Any], config: Config) -> None:
                     f"the newest observation is dated {r.newest_date}, after today, so its age "
                     "says nothing (a misprinted date line or a wrong --date; `ticker check` "
                     "lists it as future_date)"
+                )
+            elif r.stale and r.source == REFERENCE and r.newest_date:
+                from ticker.status import stale_after
+
+                why.append(
+                    f"no official rate newer than {_age(stale_after(config, r.source))} "
+                    "([status] stale_after and 4 days for weekends and holidays); run "
+                    "`ticker reference`"
                 )
             elif r.stale:
                 why.append(
@@ -524,6 +591,35 @@ def run(ctx: click.Context) -> None:
 
     _setup_logging(ctx)
     ctx.exit(run_daemon(_config(ctx)))
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (default: [serve] port, 8080; 0: any free port).",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the store over HTTP, read-only: a report page at /, the series in the
+    shape of Frankfurter's API v2 under /v2, the charts, the exports, /healthz, /metrics.
+
+    Needs the serve extra (pip install 'ticker[serve]'). The database is read in brief
+    read-only opens when it changes, so the daemon, a backfill and the other commands
+    run beside it. SIGTERM or Ctrl-C stops it.
+
+    \b
+    Example:
+      ticker serve --port 8080
+      curl 'http://127.0.0.1:8080/v2/rates?base=USD&quotes=KZT'
+    """
+    from ticker.serve import check_extra, run
+
+    check_extra()
+    _setup_logging(ctx)
+    config = _config(ctx)
+    ctx.exit(run(config, host or config.serve.host, config.serve.port if port is None else port))
 
 
 @cli.command()
@@ -642,6 +738,7 @@ def recover(
       ticker recover --archive commoncrawl --scope page
     """
     import signal
+    import threading
     import time
 
     from ticker.recover import recover as run_recover
@@ -650,17 +747,28 @@ def recover(
     config = _config(ctx)
     bar = _RecoverBar() if sys.stderr.isatty() else None
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    # Ctrl-C or SIGTERM stops the run between requests (the one under way ends first, so
+    # nothing fetched is fetched again); what was fetched is stored, the summary printed.
+    # A second one stops it at once.
+    stopping = threading.Event()
 
-    # SIGTERM ends a run as Ctrl-C does: what was fetched is stored, the summary printed.
-    previous = signal.signal(signal.SIGTERM, stop)
+    def stop(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        click.echo("stopping after the request under way (Ctrl-C again to stop at once)", err=True)
+
+    def sleep(seconds: float) -> None:
+        if stopping.wait(seconds):
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = run_recover(
             config,
             now=_now(),
             clock=time.monotonic,
-            sleep=time.sleep,
+            sleep=sleep,
             since=_as_date(since),
             until=_as_date(until),
             source_name=source_name,
@@ -669,9 +777,11 @@ def recover(
             scope=scope,
             dry_run=dry_run,
             progress=bar,
+            stop=stopping,
         )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _print_recover(summary)
     ctx.exit(summary.exit_code)
 
@@ -696,7 +806,9 @@ class _RecoverBar:
 
         self.close()
         self.days = days
-        self.bar = tqdm(total=captures, desc="captures", unit="", leave=False, file=sys.stderr)
+        self.bar = tqdm(
+            total=captures, desc="captures", unit=" captures", leave=False, file=sys.stderr
+        )
         self.bar.set_postfix_str(f"days 0/{days}", refresh=False)
 
     def step(self, days_done: int) -> None:
@@ -866,6 +978,8 @@ def main(argv: list[str] | None = None) -> None:
             stdout.flush()
     except BrokenPipeError:
         sys.exit(1)  # the reader stopped early: exit quietly, as other tools do
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C outside the daemon (which handles it): quietly, as shells do
     except TickerError as exc:  # stdout failed outside a command (--help, the last flush)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -45,10 +45,36 @@ MAX_PERIOD = 366 * DAY  # intervals, misfire grace, stale_after: a year of secon
 MAX_JITTER = DAY
 MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
 MAX_PER_MINUTE = 100000  # requests to a web archive; the public ones ask for about 30
+MAX_PORT = 65535
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$")  # a name, an IPv4 or an IPv6 address
 
 
 DEFAULT_LABEL = "The Times of Central Asia (timesca.com) currency ticker"
 MAX_LABEL = 120
+
+# The official rates ([reference]): a source of their own, named so in the store.
+REFERENCE = "reference"
+REFERENCE_URL = "https://api.frankfurter.dev/v2"
+REFERENCE_LABEL = "official rates (Frankfurter)"
+MAX_TOLERANCE_PCT = 50.0  # a ticker further off than this is not a rounding question
+# An official rate stays in force until the next is published, at most this many days
+# (weekends and holidays): the rate in force on a day is the newest of the week up to it.
+IN_FORCE_DAYS = 7
+# Official rates are published on business days only: a long weekend with a holiday
+# leaves the newest one four days older than a ticker's without anything being wrong.
+REFERENCE_SLACK = 4 * 86400.0
+
+
+def official_pair(pair: str) -> str | None:
+    """The pair an official rate of `pair`'s currency is written as: banks publish units
+    per US dollar, so KZT/USD (the ticker's US dollars per tenge) is USD/KZT; USD/KZT is
+    itself; None for a pair without the US dollar."""
+    base, _, quote = pair.partition("/")
+    if quote == "USD" and base != "USD":
+        return f"USD/{base}"
+    if base == "USD" and quote != "USD":
+        return pair
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,7 @@ class Source:
     pairs: tuple[str, ...] = DEFAULT_PAIRS
     kind: str = "ticker"  # a module of ticker.sources: what the source sends, how it reads
     label: str = DEFAULT_LABEL  # who publishes it, as charts credit it
+    url_key: str = "[[sources]] url"  # where the URL is set, for messages
 
     @property
     def tz(self) -> ZoneInfo:
@@ -82,6 +109,7 @@ class ScheduleConfig:
     jitter: int = 60
     charts: int | str = 86400
     misfire_grace_time: int = 300
+    reference: int | str = 86400
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,12 @@ class RecoverConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback only unless the config says otherwise
+    port: int = 8080  # 0: a free port the system picks
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     store_path: Path = Path("db/ticker.duckdb")
@@ -113,15 +147,24 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     charts: ChartsConfig = field(default_factory=ChartsConfig)
     stale_after: float = 2 * 86400.0
+    # The official rates of the pairs of the [[sources]] ([reference]), a source of kind
+    # "reference" whose pairs are written as the banks publish them (USD/KZT).
+    reference: Source = field(default_factory=lambda: reference_source(REFERENCE_URL, (Source(),)))
+    tolerance_pct: float = 1.0  # [reference]: how far the ticker may stray, in percent
+    reference_table: bool = False  # the config has a [reference] table: the daemon fetches
+    serve: ServeConfig = field(default_factory=ServeConfig)
     recover: RecoverConfig = field(default_factory=RecoverConfig)
 
     def source(self, name: str | None) -> Source:
-        """The source called `name`, or the first configured one."""
+        """The source called `name` (the official rates are "reference"), or the first
+        configured one."""
         if name is None:
             return self.sources[0]
         for source in self.sources:
             if source.name == name:
                 return source
+        if name == REFERENCE:
+            return self.reference
         known = ", ".join(s.name for s in self.sources)
         where = self.path or "the config"
         raise ConfigError(where, f"no source named {name!r}", f"configured: {known}")
@@ -134,6 +177,26 @@ class Config:
             for pair in source.pairs:
                 seen.setdefault(pair, None)
         return tuple(seen)
+
+
+def reference_source(url: str, sources: tuple[Source, ...]) -> Source:
+    """The official rates as a source: the pairs of `sources` in the banks' direction,
+    dated in the time zone of the first source."""
+    pairs: dict[str, None] = {}
+    for source in sources:
+        for pair in source.pairs:
+            official = official_pair(pair)
+            if official is not None:
+                pairs.setdefault(official, None)
+    return Source(
+        name=REFERENCE,
+        url=url,
+        timezone=sources[0].timezone,
+        pairs=tuple(pairs),
+        kind=REFERENCE,
+        label=REFERENCE_LABEL,
+        url_key="[reference] url",
+    )
 
 
 def default_config_path() -> Path:
@@ -391,9 +454,12 @@ def _source(path: Path, i: int, table: dict[str, Any]) -> Source:
     pairs = r.get("pairs", list, list(DEFAULT_PAIRS), 'a list like ["KZT/USD", "UZS/USD"]')
     if not pairs or not all(isinstance(p, str) and PAIR_RE.match(p) for p in pairs):
         raise r._fail("pairs", 'a non-empty list of pairs like "KZT/USD"')
+    if name == REFERENCE:
+        raise r._fail("name", f'a name other than "{REFERENCE}" (the official rates\' source)')
     kind = r.get("kind", str, "ticker", "a kind of source")
-    if kind not in KINDS:
-        raise r._fail("kind", "one of " + ", ".join(f'"{k}"' for k in KINDS))
+    kinds = [k for k in KINDS if k != REFERENCE]  # the official rates come from [reference]
+    if kind not in kinds:
+        raise r._fail("kind", "one of " + ", ".join(f'"{k}"' for k in kinds))
     default_label = DEFAULT_LABEL if url == Source.url else f"{urlsplit(url).hostname}"
     label = r.get("label", str, default_label, "a string")
     if not label.strip() or len(label) > MAX_LABEL or not label.isprintable():
@@ -414,7 +480,18 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         path,
         raw,
         "config",
-        {"store", "sources", "http", "archive", "schedule", "charts", "status", "recover"},
+        {
+            "store",
+            "sources",
+            "http",
+            "archive",
+            "schedule",
+            "charts",
+            "status",
+            "reference",
+            "serve",
+            "recover",
+        },
     )
     store = _Reader(path, raw.get("store", {}), "store", {"path", "lock_timeout"})
     http = _Reader(
@@ -428,7 +505,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         path,
         raw.get("schedule", {}),
         "schedule",
-        {"scrape", "jitter", "charts", "misfire_grace_time"},
+        {"scrape", "jitter", "charts", "misfire_grace_time", "reference"},
     )
     charts = _Reader(path, raw.get("charts", {}), "charts", {"dir", "window_days", "display"})
     status = _Reader(path, raw.get("status", {}), "status", {"stale_after"})
@@ -438,6 +515,15 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         "recover",
         {"cdx_url", "snapshot_url", "commoncrawl_index", "commoncrawl_data", "per_minute"},
     )
+    reference = _Reader(path, raw.get("reference", {}), "reference", {"url", "tolerance_pct"})
+    serve = _Reader(path, raw.get("serve", {}), "serve", {"host", "port"})
+    host = serve.get("host", str, "127.0.0.1", "a host name or IP address to listen on")
+    if not _HOST_RE.match(host):
+        raise serve._fail("host", 'a host name or IP address like "127.0.0.1" or "::1"')
+    want_port = f"a port number from 0 to {MAX_PORT} (0: any free port)"
+    port: int = serve.get("port", int, 8080, want_port)
+    if not 0 <= port <= MAX_PORT:
+        raise serve._fail("port", want_port)
 
     raw_sources = raw.get("sources", [{}])
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -450,6 +536,16 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     display = charts.get("display", str, "per_usd", '"per_usd" or "usd_per_unit"')
     if display not in ("per_usd", "usd_per_unit"):
         raise charts._fail("display", '"per_usd" or "usd_per_unit"')
+
+    reference_url = reference.get("url", str, REFERENCE_URL, "a URL string")
+    if not _http_url(reference_url):
+        raise reference._fail(
+            "url", "an http:// or https:// URL with a host (and a port up to 65535)"
+        )
+    want = f"a number of percent from 0 to {_num(MAX_TOLERANCE_PCT)}"
+    tolerance = reference.get("tolerance_pct", (int, float), 1.0, want)
+    if not _finite(tolerance) or not 0 <= tolerance <= MAX_TOLERANCE_PCT:
+        raise reference._fail("tolerance_pct", want)
 
     return Config(
         path=path if found else None,
@@ -473,6 +569,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             jitter=sched.whole("jitter", 60, 0, MAX_JITTER, "seconds"),
             charts=sched.schedule("charts", 86400),
             misfire_grace_time=sched.whole("misfire_grace_time", 300, 1, MAX_PERIOD, "seconds"),
+            reference=sched.schedule("reference", 86400),
         ),
         charts=ChartsConfig(
             dir=charts.path_value("dir", "charts", base),
@@ -480,6 +577,10 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             display=display,
         ),
         stale_after=status.duration("stale_after", 2 * 86400.0),
+        reference=reference_source(reference_url.rstrip("/"), sources),
+        tolerance_pct=float(tolerance),
+        reference_table="reference" in raw,
+        serve=ServeConfig(host=host, port=port),
         recover=_recover(recover),
     )
 

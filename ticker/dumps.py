@@ -232,7 +232,12 @@ def _warc_pages(fh: IO[bytes], origin: str) -> Iterator[Page]:
             if ctype and not ctype.lower().startswith(
                 ("text/html", "text/plain", "application/xhtml")
             ):
-                continue
+                # JSON only from ticker's own archive: the responses of a JSON source
+                if not (
+                    ctype.lower().startswith("application/json")
+                    and record.rec_headers.get_header(SOURCE_HEADER)
+                ):
+                    continue
             body = record.content_stream().read(MAX_PAGE_BYTES + 1)
             if len(body) > MAX_PAGE_BYTES:
                 raise InputError(where, f"record larger than {MAX_PAGE_BYTES >> 20} MB")

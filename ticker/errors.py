@@ -117,3 +117,8 @@ class ArchiveError(TickerError):
 
     def __reduce__(self) -> tuple[type[ArchiveError], tuple[str, str]]:
         return (type(self), (self.path, self.problem))  # crosses to another process whole
+
+
+class ServeError(TickerError):
+    """`ticker serve` cannot start: the address cannot be listened on, or the extra it
+    needs is not installed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import itertools
+import json
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ ACCEPT = "text/html,application/xhtml+xml;q=0.9,text/plain;q=0.8,*/*;q=0.1"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
 CHUNK = 64 * 1024
+ERROR_BODY_BYTES = 4096  # of an error answer, read for its message
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")  # the default accepted
 # Headers that describe the transfer, not the page: the archive stores the decoded body.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "transfer-encoding", "content-length"})
@@ -394,6 +396,7 @@ def fetch(
     last_modified: str | None = None,
     media_types: tuple[str, ...] | None = TEXT_TYPES,
     headers: Mapping[str, str] | None = None,
+    url_key: str = "[[sources]] url",
 ) -> Fetched:
     """GET one page. Returns a 200 with its whole body or a 304; raises FetchError with
     the outcome (timeout, http_error, too_large, ...) and a message naming the URL. A
@@ -404,7 +407,7 @@ def fetch(
     The whole fetch (connect, TLS, status line and headers, body, every retry and every
     wait between them) ends within [http] deadline seconds, whatever the server does.
     `session` must come from `make_session` (its connections are the ones a deadline
-    can cut)."""
+    can cut). `url_key` names the setting of the URL in messages."""
     if not isinstance(session.get_adapter(url), DeadlineAdapter):
         raise TypeError("fetch needs a session from make_session (a DeadlineAdapter)")
     if not http.verify_tls:
@@ -421,14 +424,14 @@ def fetch(
     ranged = any(k.lower() == "range" for k in sent)
     with Deadline(http.deadline) as deadline:
         try:
-            resp = _get(session, url, http, sent, deadline)
+            resp = _get(session, url, http, sent, deadline, url_key)
         except FetchError as exc:
             if deadline.passed():
                 raise _past_deadline(url, http, "no response headers yet") from exc
             raise
         with resp:
             try:
-                return _read(resp, url, http, media_types, ranged)
+                return _read(resp, url, http, media_types, url_key, ranged)
             except FetchError as exc:
                 if deadline.passed():
                     where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
@@ -442,6 +445,7 @@ def _get(
     http: HttpConfig,
     headers: dict[str, str],
     deadline: Deadline,
+    url_key: str,
 ) -> requests.Response:
     """The response, its headers read; network faults as FetchError."""
     timeout = http.timeout
@@ -459,8 +463,7 @@ def _get(
         raise FetchError(
             url,
             Outcome.REDIRECT_LOOP,
-            f"more than {MAX_REDIRECTS} redirects (a redirect loop?); "
-            "check [[sources]] url in a browser",
+            f"more than {MAX_REDIRECTS} redirects (a redirect loop?); check {url_key} in a browser",
         ) from exc
     except requests.exceptions.SSLError as exc:
         raise FetchError(
@@ -483,7 +486,7 @@ def _get(
         raise FetchError(
             url,
             Outcome.CONNECTION_ERROR,
-            f"cannot connect ({_root(exc)}) {gave_up}; is the site down or [[sources]] url wrong?",
+            f"cannot connect ({_root(exc)}) {gave_up}; is the site down or {url_key} wrong?",
         ) from exc
     except requests.RequestException as exc:
         raise FetchError(url, Outcome.CONNECTION_ERROR, f"request failed ({_root(exc)})") from exc
@@ -515,6 +518,7 @@ def _read(
     url: str,
     http: HttpConfig,
     media_types: tuple[str, ...] | None,
+    url_key: str,
     ranged: bool = False,
 ) -> Fetched:
     status = resp.status_code
@@ -522,7 +526,7 @@ def _read(
     retries = len(getattr(getattr(raw, "retries", None), "history", ()) or ())
     ctype = resp.headers.get("Content-Type")
     if status != 200 and status != 304 and not (status == 206 and ranged):
-        text = _status_text(resp, retries, http)
+        text = _status_text(resp, retries, http, url_key)
         _drain_small(resp)
         raise FetchError(url, Outcome.HTTP_ERROR, text, status=status, retry_after=_asked_wait(raw))
     declared = resp.headers.get("Content-Length", "")
@@ -647,8 +651,11 @@ def _binary(body: bytes) -> bool:
     return b"\0" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff"))
 
 
-def _status_text(resp: requests.Response, retries: int, http: HttpConfig) -> str:
+def _status_text(resp: requests.Response, retries: int, http: HttpConfig, url_key: str) -> str:
     text = f"HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+    said = _error_message(resp)
+    if said:
+        text += f" ({said})"
     wait = _asked_wait(resp.raw)
     if wait is not None and wait > http.max_retry_after:
         return (
@@ -664,8 +671,26 @@ def _status_text(resp: requests.Response, retries: int, http: HttpConfig) -> str
             f"[http] deadline = {http.deadline:g} s"
         )
     if resp.status_code == 404:
-        text += "; check [[sources]] url"
+        text += f"; check {url_key}"
     return text
+
+
+def _error_message(resp: requests.Response) -> str | None:
+    """What a JSON API says in an error answer (`{"message": "..."}`): the start of the
+    body, read only when the server declares JSON."""
+    ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if not (ctype == "application/json" or ctype.endswith("+json")):
+        return None
+    try:
+        head = resp.raw.read(ERROR_BODY_BYTES, decode_content=True)
+        data = json.loads(head)
+    except Exception:  # a body cut off, not JSON, not readable: the status says enough
+        return None
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return None
+    text = " ".join(message.split())
+    return "the server says: " + (text if len(text) <= 200 else text[:199] + "\u2026")
 
 
 def _retries(n: int) -> str:

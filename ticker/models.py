@@ -13,7 +13,8 @@ from typing import Any
 
 class Outcome(StrEnum):
     """What became of a page, a response or a fetch attempt: a kind's reader gives the
-    first six, fetching and storing the others. ok and not_modified are the successes."""
+    first six and bad_response, fetching and storing the others. ok and not_modified are
+    the successes."""
 
     OK = "ok"
     NO_TICKER = "no_ticker"
@@ -31,6 +32,7 @@ class Outcome(StrEnum):
     TRUNCATED = "truncated"
     NOT_HTML = "not_html"
     PARSE_ERROR = "parse_error"
+    BAD_RESPONSE = "bad_response"  # not the documented shape (an error object, not JSON)
     ARCHIVE_ERROR = "archive_error"
     STORE_LOCKED = "store_locked"
     STORE_ERROR = "store_error"
@@ -122,6 +124,7 @@ class Observation:
     date: date
     rate: str  # exactly as published: "0.00008", "478.77"
     change: str | None = None  # percent as printed ("-0"); None when none is published
+    publisher: str | None = None  # who published it ("NBK"), when the source says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ class Day:
     date: date
     rate: str  # as printed: "0.00199"
     change: str | None  # as printed: "-0"; None where the source publishes no change
+    publisher: str | None = None  # who published it, where the source says so ("NBK")
 
     @property
     def rate_value(self) -> Decimal:

@@ -27,8 +27,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -70,6 +71,8 @@ _BODIES = 32  # bytes of recent captures kept by digest, for revisits that follo
 # workers do. Its files are made durable together, once a
 # batch, before the batch is stored (one syncfs instead of three fsyncs a file).
 KEEP_BATCH = 1  # captures sent to the keeper at a time
+KEEPER_START = 60.0  # seconds the keeper may take to start (a loaded machine)
+_READY = "ready"
 
 
 class _Held:
@@ -192,13 +195,15 @@ def recover(
     dry_run: bool = False,
     progress: Progress | None = None,
     least_wait: float = LEAST_WAIT,
+    stop: threading.Event | None = None,
 ) -> RecoverSummary:
     """List an archive's captures of the source, choose `per_day` of each day from
     `since` to `until` and store them (with `dry_run`, list and count only). `clock` and
     `sleep` pace the requests (time.monotonic and time.sleep on the command line);
     `least_wait` is the least wait after a 429 or 503 without Retry-After (a minute; the
     tests shrink it). Stops early, with `stopped` saying why, when the archive refuses to
-    go on; raises UsageError for arguments it cannot use."""
+    go on, or when `stop` is set (before its next request) or KeyboardInterrupt comes;
+    raises UsageError for arguments it cannot use."""
     source = config.source(source_name)
     if archive not in ARCHIVES:
         raise UsageError(f"--archive {archive!r}: choose one of {', '.join(ARCHIVES)}")
@@ -210,7 +215,12 @@ def recover(
         raise UsageError(f"--since {since} is after --until {until}")
     media_types = sources.reader(source.kind).media_types  # what the archives are asked for
     polite = Polite(
-        config.http, config.recover.per_minute, clock=clock, sleep=sleep, least_wait=least_wait
+        config.http,
+        config.recover.per_minute,
+        clock=clock,
+        sleep=sleep,
+        least_wait=least_wait,
+        stop=stop,
     )
     archives = client(archive, config.recover, polite, media_types)
     target = source.url if scope == "page" else (urlsplit(source.url).hostname or "")
@@ -675,37 +685,50 @@ class _Run:
         """Store the batch: its archive files written and made durable first, then the
         pages and what became of each capture in one transaction. When an archive file
         cannot be written the run stops (ArchiveError) and the batch is not stored: the
-        next run fetches its captures again."""
-        batch, self.batch = self.batch, []
-        if not batch:
+        next run fetches its captures again. A stop (Ctrl-C, SIGTERM) while it waits for
+        the keeper or the store keeps the batch for the flush that follows it."""
+        if not self.batch:
             return
-        written = False
-        records: list[Record] = []
-        marks: list[Recovered] = []
-        for pending in batch:
-            mark = pending.mark
-            if pending.record is not None:
-                try:
-                    record = pending.record.result()
-                except ParseFailed as exc:  # a parser bug on one page must not stop the run
-                    why = (
-                        f"the parser failed ({exc}); this is a bug in ticker; the capture is "
-                        f"kept in {mark.archive_path}"
-                    )
-                    mark = self._fail(mark.id, pending.where, why)
-                else:
-                    mark = replace(mark, page_key=record.page_key)
-                    if not pending.written:
-                        records.append(record)
-                        self._tally(record)
-                written = True
-            marks.append(mark)
-        if written:
-            settle(self.config.archive_dir)  # the batch's files durable before it is stored
-        counts = write.write_recovered(
-            self.held(), self.archives.name, self.source.name, records, marks, self.now
-        )
+        try:
+            for pending in self.batch:
+                self._resolve(pending)
+            if any(p.record is not None for p in self.batch):
+                settle(self.config.archive_dir)  # the batch's files durable before it is stored
+            records = [p.read for p in self.batch if p.read is not None and not p.written]
+            counts = write.write_recovered(
+                self.held(),
+                self.archives.name,
+                self.source.name,
+                records,
+                [p.mark for p in self.batch],
+                self.now,
+            )
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            self.batch = []
+            raise
+        self.batch = []
+        for record in records:
+            self._tally(record)
         self.summary.add(counts)
+
+    def _resolve(self, pending: _Pending) -> None:
+        """Wait for the keeper's record of a pending capture (once)."""
+        if pending.record is None or pending.resolved:
+            return
+        try:
+            record = pending.record.result()
+        except ParseFailed as exc:  # a parser bug on one page must not stop the run
+            why = (
+                f"the parser failed ({exc}); this is a bug in ticker; the capture is "
+                f"kept in {pending.mark.archive_path}"
+            )
+            pending.mark = self._fail(pending.mark.id, pending.where, why)
+        else:
+            pending.mark = replace(pending.mark, page_key=record.page_key)
+            pending.read = record
+        pending.resolved = True
 
 
 class ParseFailed(Exception):
@@ -749,11 +772,18 @@ class _Ticket:
     def __init__(self, keeper: _ProcessKeeper, seq: int) -> None:
         self.keeper, self.seq = keeper, seq
         self.record: Record | None = None
+        self.error: ArchiveError | ParseFailed | None = None
 
     def result(self) -> Record:
         # asked again for a capture served in place of another (one record for both)
-        if self.record is None:
-            self.record = self.keeper.result(self.seq)
+        if self.record is None and self.error is None:
+            try:
+                self.record = self.keeper.result(self.seq)
+            except (ArchiveError, ParseFailed) as exc:
+                self.error = exc
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
         return self.record
 
 
@@ -776,9 +806,15 @@ class _ProcessKeeper:
             name="ticker-recover-keeper",
             daemon=True,
         )
-        self.proc.start()
+        with _stop_signals_ignored():  # inherited: a Ctrl-C while it starts is this one's
+            self.proc.start()
         jobs_in.close()
         results_out.close()
+        # Ready before the first fetch: a capture fetched is archived at once (a run
+        # killed then fetches nothing again), not after the keeper's imports.
+        if not self.results.poll(KEEPER_START) or self.results.recv() != _READY:
+            self.close()
+            raise RuntimeError(f"the keeper process did not start within {KEEPER_START:g} s")
         self.waiting: list[tuple[int, Page, dict[str, Any] | None]] = []
         self.done: dict[int, tuple[Record | None, BaseException | None]] = {}
         self.seq = 0
@@ -835,9 +871,11 @@ def _keeper_main(
     """The keeper process: archive and read each capture as it comes, and send its record
     back; end when the pipe of jobs ends."""
     code = 0
+    alone = False  # the parent has ended: what it sent is still archived
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        results.send(_READY)
         while True:
             try:
                 batch = jobs.recv()
@@ -851,11 +889,29 @@ def _keeper_main(
                     out[seq] = (_keep(page, write, directory, source, now, reader), None)
                 except (ArchiveError, ParseFailed) as exc:
                     out[seq] = (None, exc)
-            results.send(out)
+            if not alone:
+                try:
+                    results.send(out)
+                except OSError:  # killed (SIGKILL): its next run reads these back
+                    alone = True
     except BaseException:  # noqa: B036 - whatever it is, the parent hears of it by EOF
         code = 1
     finally:
         os._exit(code)
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored meanwhile, in the main thread (elsewhere, as they are)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def keeper(directory: Path, source: Source, now: datetime, reader: Any = None) -> _Keeper:
@@ -873,6 +929,8 @@ class _Pending:
     where: str
     record: _Kept | None = None
     written: bool = False  # the record goes with another capture's mark (a redirect)
+    resolved: bool = False  # the keeper's answer is in `read` (or `mark` says it failed)
+    read: Record | None = None
 
 
 def _reason(exc: FetchError) -> str:

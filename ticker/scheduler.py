@@ -95,13 +95,17 @@ def cron_weekdays(field: str) -> str:
 
 def job_specs(config: Config, now: datetime) -> list[JobSpec]:
     """The daemon's jobs at `now`: a scrape right away and then on [schedule] scrape
-    (with [schedule] jitter), and the chart job on [schedule] charts. A function of the
-    config and the time only, for tests."""
+    (with [schedule] jitter), the chart job on [schedule] charts, and with a [reference]
+    table the official rates on [schedule] reference. A function of the config and the
+    time only, for tests."""
     schedule: ScheduleConfig = config.schedule
-    return [
+    specs = [
         JobSpec("scrape", make_trigger(schedule.scrape, schedule.jitter, now), first_run=now),
         JobSpec("chart", make_trigger(schedule.charts, 0, now)),
     ]
+    if config.reference_table:
+        specs.append(JobSpec("reference", make_trigger(schedule.reference, 0, now)))
+    return specs
 
 
 def describe_schedule(spec: int | str) -> str:
@@ -127,13 +131,16 @@ class Daemon:
     def chart_job(self) -> None:
         self._guarded("chart", lambda: self._charts("schedule"))
 
+    def reference_job(self) -> None:
+        self._guarded("reference", lambda: self._reference("schedule"))
+
     def close(self) -> None:
         scrape.release_unkept(self.config, self.state)
         if self.session is not None:
             self.session.close()
             self.session = None
 
-    def _guarded(self, name: str, job: Callable[[], None]) -> None:
+    def _guarded(self, name: str, job: Callable[[], object]) -> None:
         self.idle.clear()
         try:
             job()
@@ -161,12 +168,53 @@ class Daemon:
         for a in attempts:
             level = logging.INFO if a.success else logging.WARNING
             log.log(level, "scrape %s", scrape.describe_attempt(a))
-        if any(a.new or a.revised for a in attempts):
+        stored = any(a.new or a.revised for a in attempts)
+        if self.config.reference_table and any(a.new for a in attempts):
+            try:  # a new ticker date: the official rates up to it, for the charts and check
+                stored = self._reference("new ticker date", charts=False) or stored
+            except Exception as exc:  # a reference failure is not a scrape failure
+                log.error("reference job failed: %s: %s", type(exc).__name__, exc)
+                log.debug("traceback of the reference job", exc_info=True)
+        if stored:
             try:
                 self._charts("new data")
             except Exception as exc:  # a chart failure is not a scrape failure
                 log.error("chart job failed: %s: %s", type(exc).__name__, exc)
                 log.debug("traceback of the chart job", exc_info=True)
+
+    # --- reference job: on [schedule] reference, and after a scrape found a new date ---
+
+    def _reference(self, reason: str, charts: bool = True) -> bool:
+        """Fetch the official rates from two weeks before the newest stored; whether it
+        stored anything new (then the charts are redrawn, unless `charts` is False)."""
+        from ticker.reference import fetch_reference, summary
+
+        t0 = time.monotonic()
+        if self.session is None:
+            from ticker.fetch import make_session
+
+            self.session = make_session(self.config.http)
+        run = fetch_reference(
+            self.config,
+            self.clock(),
+            incremental=True,
+            session=self.session,
+            state=self.state,
+            stop=self.stopping,
+        )
+        for a in run.attempts:
+            if not a.success:
+                log.warning("reference %s", run.describe(a)[len("reference ") :])
+        level = logging.INFO if run.exit_code == 0 else logging.WARNING
+        log.log(level, "reference (%s): %s", reason, summary(run, time.monotonic() - t0))
+        stored = any(a.new or a.revised for a in run.attempts)
+        if stored and charts:
+            try:
+                self._charts("new official rates")
+            except Exception as exc:  # a chart failure is not a reference failure
+                log.error("chart job failed: %s: %s", type(exc).__name__, exc)
+                log.debug("traceback of the chart job", exc_info=True)
+        return stored
 
     # --- chart job: after a scrape that stored something new, and on [schedule] charts ---
 
@@ -246,15 +294,12 @@ def build_scheduler(config: Config, daemon: Daemon, now: datetime) -> BlockingSc
 
 def run(config: Config) -> int:
     """Run the daemon until SIGTERM, SIGINT or SIGHUP; return the exit code (0)."""
-    from apscheduler.schedulers import SchedulerNotRunningError
-
-    if log.getEffectiveLevel() > logging.DEBUG:
-        # Our listener reports missed and skipped runs in one line each.
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
     daemon = Daemon(config)
-    scheduler = build_scheduler(config, daemon, daemon.clock())
+    running: list[BlockingScheduler] = []  # the scheduler, once it is built
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        from apscheduler.schedulers import SchedulerNotRunningError
+
         name = signal.Signals(signum).name
         if daemon.stopping.is_set():
             log.warning("%s again: exiting now", name)
@@ -266,23 +311,36 @@ def run(config: Config) -> int:
         from ticker.fetch import cut_fetches
 
         cut_fetches(f"ticker run is stopping ({name})")
-        try:
-            scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass
+        for scheduler in running:
+            try:
+                scheduler.shutdown(wait=False)
+            except SchedulerNotRunningError:
+                pass
 
-    # A hang-up (the terminal or ssh session of `make run` closing) stops it the same way.
+    # The handlers come first, before the scheduler is loaded and built: a stop signal
+    # at any moment after this is logged and ends the daemon cleanly. A hang-up (the
+    # terminal or ssh session of `make run` closing) stops it the same way.
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    log.info(
-        "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
-        ", ".join(s.name for s in config.sources),
-        describe_schedule(config.schedule.scrape),
-        config.schedule.jitter,
-        _shown(config.store_path),
-        _shown(config.archive_dir),
-        f", charts {describe_schedule(config.schedule.charts)}",
-    )
     try:
+        if log.getEffectiveLevel() > logging.DEBUG:
+            # Our listener reports missed and skipped runs in one line each.
+            logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        scheduler = build_scheduler(config, daemon, daemon.clock())
+        running.append(scheduler)
+        log.info(
+            "ticker run: scraping %s %s (jitter %d s), database %s, archive %s%s",
+            ", ".join(s.name for s in config.sources),
+            describe_schedule(config.schedule.scrape),
+            config.schedule.jitter,
+            _shown(config.store_path),
+            _shown(config.archive_dir),
+            f", charts {describe_schedule(config.schedule.charts)}"
+            + (
+                f", official rates {describe_schedule(config.schedule.reference)}"
+                if config.reference_table
+                else ""
+            ),
+        )
         if not daemon.stopping.is_set():
             scheduler.start()  # blocks until a signal shuts the scheduler down
         if not daemon.idle.wait(SHUTDOWN_GRACE):

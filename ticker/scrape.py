@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import requests  # imported where a fetch runs
 
 _log = logging.getLogger("ticker.scrape")
+# Why an attempt written ahead waits in the spool, should its job not get to store it.
+AHEAD = "the scrape storing it did not finish (it was stopped or killed first)"
 MAX_UNKEPT = 1000  # attempts a daemon holds in memory while neither store nor spool works
 
 
@@ -79,26 +81,34 @@ def scrape(
     session: requests.Session | None = None,
     state: ScrapeState | None = None,
     stop: threading.Event | None = None,
+    sources: Sequence[Source] | None = None,
+    conditional: bool = True,
+    give_up: Callable[[Attempt], bool] | None = None,
 ) -> list[Attempt]:
-    """Fetch every [[sources]] page once: archive it, parse it, store its quotes, and
-    record the attempt (once `stop` is set, the sources not fetched yet are left). Never
-    raises for a network, page or database fault: each one is an attempt's outcome. An
+    """Fetch every [[sources]] page once (or each of `sources`, in order: the official
+    rates' requests): archive it, read it, store its quotes, and record the attempt
+    (once `stop` is set, the sources not fetched yet are left). The pages of one job
+    are stored together, in one transaction with their attempts. Never raises for a
+    network, page or database fault: each one is an attempt's outcome. An
     attempt the database could not take (locked, full, broken) is kept under [archive]
     dir/.pending and recorded (its page stored) by the next scrape; with a `state` kept
     between jobs (the daemon's), one that cannot be written there either is held in it
     and retried at the next job. The job waits at most [store] lock_timeout for the
-    database in all."""
+    database in all. Without `conditional`, no request is a conditional GET (requests
+    whose URLs change from run to run, which no validator fits). Once `give_up` says so
+    of an attempt, the sources after it are not fetched (a server that is down)."""
     from ticker.fetch import make_session
 
+    t0 = time.monotonic()  # `now` is this moment: capture times count from it
     keeps = state is not None
     state = state if state is not None else ScrapeState()
     wait = _LockWait(config.lock_timeout)
-    if not state.loaded:
-        _load_validators(config, state, wait)
+    todo = tuple(config.sources if sources is None else sources)
+    if conditional and not state.loaded:
+        _load_validators(config, todo, state, wait)  # may wait for a locked store
     own = session is None
     if session is None:
         session = make_session(config.http)
-    t0 = time.monotonic()
 
     def fetch_all(
         sources: Iterable[Source], conditional: bool = True
@@ -107,34 +117,38 @@ def scrape(
         for source in sources:
             if stop is not None and stop.is_set():
                 break
-            # Capture time: the job's `now`, moved on by the time earlier sources took,
-            # in whole seconds (as WARC-Date keeps it, so a re-parse matches the capture).
+            # Capture time: the job's `now`, moved on by the time the job has taken so
+            # far (a wait for the store, earlier sources), in whole seconds (as WARC-Date
+            # keeps it, so a re-parse matches the capture).
             elapsed = timedelta(seconds=time.monotonic() - t0)
             started = (now + elapsed).astimezone(UTC).replace(microsecond=0)
             out.append(_fetch_source(config, source, started, session, state, conditional))
+            if give_up is not None and give_up(out[-1][0]):
+                break
         return out
 
     try:
-        recorded, stale = _store_attempts(
-            config, fetch_all(config.sources), state, now, wait, keeps
-        )
+        fetched = fetch_all(todo, conditional)
+        recorded, stale = _store_attempts(config, fetched, state, now, wait, keeps)
         if stale:
             # 304s against validators whose page this store does not hold (it was moved
             # aside, replaced or restored): those pages are fetched whole, now.
-            by_name = {s.name: s for s in config.sources}
-            again = fetch_all((by_name[name] for name in stale), conditional=False)
+            by_key = {(s.name, s.url): s for s in todo}
+            again = fetch_all((by_key[key] for key in stale), conditional=False)
             recorded += _store_attempts(config, again, state, now, wait, keeps)[0]
     finally:
         if own:
             session.close()
-    order = {s.name: i for i, s in enumerate(config.sources)}
-    return sorted(recorded, key=lambda a: order.get(a.source, len(order)))
+    order = {(s.name, s.url): i for i, s in enumerate(todo)}
+    return sorted(recorded, key=lambda a: order.get((a.source, a.url), len(order)))
 
 
-def _load_validators(config: Config, state: ScrapeState, wait: _LockWait) -> None:
+def _load_validators(
+    config: Config, sources: Sequence[Source], state: ScrapeState, wait: _LockWait
+) -> None:
     try:
         with wait.open(config, read_only=True) as store:
-            for source in config.sources:
+            for source in sources:
                 found = read.validators(store, source.name, source.url)
                 if found is not None:
                     state.validators[(source.name, source.url)] = Validators(*found)
@@ -175,6 +189,7 @@ def _fetch_source(
             etag=known.etag if known else None,
             last_modified=known.last_modified if known else None,
             media_types=reader.media_types,
+            url_key=source.url_key,
         )
     except FetchError as exc:
         failed = replace(
@@ -226,10 +241,10 @@ def _fetch_source(
     except ArchiveError as exc:
         archive_error = str(exc)
     kept = (
-        f"the page is kept in {attempt.archive_path}; after a parser fix, "
+        f"the {reader.noun} is kept in {attempt.archive_path}; after a parser fix, "
         f"`ticker backfill {config.archive_dir}` reads it again"
         if attempt.archive_path
-        else "the page could not be archived"
+        else f"the {reader.noun} could not be archived"
     )
 
     page = Page(
@@ -260,8 +275,10 @@ def _fetch_source(
         )
         if record.detail:
             error += f" ({detail_line(record.detail)})"
+    elif outcome == Outcome.BAD_RESPONSE:
+        error = f"{source.url}: {detail_line(record.detail)}; {kept}"
     elif outcome != Outcome.OK:
-        error = f"{source.url}: {outcome} page: {detail_line(record.detail)}"
+        error = f"{source.url}: {outcome} {reader.noun}: {detail_line(record.detail)}"
     if archive_error:
         outcome = Outcome.ARCHIVE_ERROR.value
         error = archive_error + (f"; also: {error}" if error else "")
@@ -276,25 +293,34 @@ def _store_attempts(
     now: datetime,
     wait: _LockWait,
     keeps: bool,
-) -> tuple[list[Attempt], list[str]]:
-    """Store each page and record its attempt, page by page, after the attempts of
-    earlier jobs that are still waiting (spooled, or held in `state`). What the database
-    cannot take (locked, full, broken) is spooled to the pending directory instead, or
-    held in `state` when `keeps` and the spool cannot take it either.
+) -> tuple[list[Attempt], list[tuple[str, str]]]:
+    """Store the pages and record their attempts, after the attempts of earlier jobs
+    that are still waiting (spooled, or held in `state`): all in one transaction. What
+    the database cannot take (locked, full, broken) is spooled to the pending directory
+    instead, or held in `state` when `keeps` and the spool cannot take it either.
 
     Returns the attempts of `fetched` (as recorded, spooled or held) and the sources
-    whose 304 was not taken: this store does not hold the page their validators came
-    with, so their pages are to be fetched again unconditionally."""
+    (name, URL) whose 304 was not taken: this store does not hold the page their
+    validators came with, so their pages are to be fetched again unconditionally."""
     earlier, state.unkept = state.unkept, []
     todo = [*earlier, *fetched]
-    handled = 0  # of todo, recorded (or dropped as a stale 304)
+    handled: set[int] = set()  # of todo, recorded (or dropped as a stale 304)
     recorded: list[Attempt] = []
-    stale: list[str] = []
-    mark = time.monotonic()  # an attempt's duration includes its share of the store work
+    stale: list[tuple[str, str]] = []
+    # Written ahead: the attempt of an archived page waits in the spool while the job
+    # stores it, so a job killed meanwhile (say while it waits for a locked store) loses
+    # nothing: the next scrape stores the page from the archive.
+    ahead = {
+        a.id
+        for a, record in fetched
+        if record is not None and a.archive_path and spool.spool(config, a, AHEAD) is None
+    }
+    mark = time.monotonic()  # an attempt's duration includes the store work
     try:
         with wait.open(config) as store:
-            spool.flush(config, store, now)
-            for attempt, record in todo:
+            spool.flush(config, store, now, skip=ahead)
+            batch: list[int] = []
+            for i, (attempt, _record) in enumerate(todo):
                 key = (attempt.source, attempt.url)
                 known = state.validators.get(key)
                 if attempt.outcome == "not_modified" and (
@@ -307,24 +333,29 @@ def _store_attempts(
                         config.store_path,
                     )
                     state.validators.pop(key, None)
-                    stale.append(attempt.source)
-                    handled += 1
+                    stale.append(key)
+                    handled.add(i)
                     continue
-                done = _record(store, attempt, record, now, mark)
-                handled += 1
-                mark = time.monotonic()
-                if handled <= len(earlier):
-                    _log.info("recorded an attempt kept from an earlier job: %s", _short(done))
+                batch.append(i)
+            done = _record_all(store, [todo[i] for i in batch], now, mark)
+            handled.update(batch)
+            for i, attempt in zip(batch, done, strict=True):
+                record = todo[i][1]
+                if i < len(earlier):
+                    _log.info("recorded an attempt kept from an earlier job: %s", _short(attempt))
                 else:
-                    recorded.append(done)
-                if done.outcome == "ok" and done.capture_id is not None and record is not None:
-                    state.validators[key] = Validators(
-                        done.etag, done.last_modified, record.page_key
+                    recorded.append(attempt)
+                if attempt.outcome == "ok" and attempt.capture_id is not None and record:
+                    state.validators[(attempt.source, attempt.url)] = Validators(
+                        attempt.etag, attempt.last_modified, record.page_key
                     )
+        spool.discard(config, ahead)  # stored: what was written ahead is done with
     except (TickerError, duckdb.Error) as exc:
         problem = _store_problem(config, exc)
         locked = isinstance(exc, StoreLockedError)
-        for i, (attempt, record) in enumerate(todo[handled:], handled):
+        for i, (attempt, record) in enumerate(todo):
+            if i in handled:
+                continue
             from_earlier = i < len(earlier)
             if not from_earlier:
                 attempt = replace(attempt, duration=attempt.duration + time.monotonic() - mark)
@@ -334,25 +365,28 @@ def _store_attempts(
     return recorded, stale
 
 
-def _record(
-    store: Store, attempt: Attempt, record: Record | None, now: datetime, mark: float
-) -> Attempt:
-    """Record one attempt, with its page when it has one: both in one transaction."""
+def _record_all(
+    store: Store, items: Sequence[tuple[Attempt, Record | None]], now: datetime, mark: float
+) -> list[Attempt]:
+    """Record the attempts, with their pages: all in one transaction, each attempt with
+    what its own page added (as if the pages were written one by one, in order)."""
     done: list[Attempt] = []
+    records = [record for _, record in items if record is not None]
 
-    def record_attempt(counts: WriteCounts | None) -> None:
-        a = attempt
-        if record is not None and counts is not None:
-            a = spool.with_counts(a, record, counts)
-        a = replace(a, duration=a.duration + time.monotonic() - mark)
-        record_attempts(store, [a], now)
-        done.append(a)
+    def record_all(counts: WriteCounts | None) -> None:
+        out = []
+        for attempt, record in items:
+            if record is not None and counts is not None:
+                attempt = spool.with_counts(attempt, record, counts)
+            out.append(replace(attempt, duration=attempt.duration + time.monotonic() - mark))
+        record_attempts(store, out, now)
+        done.extend(out)
 
-    if record is not None:
-        write_records(store, [record], now, before_commit=record_attempt)
+    if records:
+        write_records(store, records, now, before_commit=record_all)
     else:
-        record_attempt(None)
-    return done[0]
+        record_all(None)
+    return done
 
 
 def _store_problem(config: Config, exc: BaseException) -> str:
@@ -410,6 +444,8 @@ def _keep(
         else attempt.error,
     )
     spool_error = spool.spool(config, spooled, problem)
+    if spool_error is not None and spool.is_spooled(config, attempt.id):
+        spool_error = None  # written ahead before the store was tried: it waits there
     if spool_error is None:
         if record is None:
             return replace(

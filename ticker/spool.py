@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,13 +28,16 @@ SET_ASIDE = ".bad"  # a spool file that cannot be read is renamed to this suffix
 
 
 def with_counts(attempt: Attempt, record: Record, counts: WriteCounts) -> Attempt:
-    """The attempt with what writing its page added."""
+    """The attempt with what writing its page added (of a batch: its own part)."""
+    new, already, revised = counts.per_record.get(
+        record.page_key, (counts.new, counts.already, counts.revised)
+    )
     return replace(
         attempt,
         capture_id=counts.capture_ids.get(record.page_key),
-        new=counts.new,
-        already=counts.already,
-        revised=counts.revised,
+        new=new,
+        already=already,
+        revised=revised,
     )
 
 
@@ -42,7 +46,7 @@ def spool(config: Config, attempt: Attempt, why: str | None = None) -> str | Non
     the reason when that fails."""
     from ticker.archive import write_atomic
 
-    path = config.archive_dir / SPOOL_DIR / f"{attempt.id}.json"
+    path = _path(config, attempt.id)
     data: dict[str, Any] = asdict(attempt)
     data["started_at"] = attempt.started_at.isoformat()
     if why:
@@ -113,7 +117,25 @@ def _small_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
-def flush(config: Config, store: Store, now: datetime) -> None:
+def _path(config: Config, attempt_id: str) -> Path:
+    return config.archive_dir / SPOOL_DIR / f"{attempt_id}.json"
+
+
+def is_spooled(config: Config, attempt_id: str) -> bool:
+    return _path(config, attempt_id).is_file()
+
+
+def discard(config: Config, attempt_ids: Iterable[str]) -> None:
+    """Remove the spool files of attempts now recorded (one left behind is recorded
+    again harmlessly: an attempt id and a page already stored add nothing)."""
+    for attempt_id in attempt_ids:
+        try:
+            _path(config, attempt_id).unlink(missing_ok=True)
+        except OSError as exc:
+            _log.warning("%s: recorded, but cannot be removed (%s)", attempt_id, exc.strerror)
+
+
+def flush(config: Config, store: Store, now: datetime, skip: Collection[str] = ()) -> None:
     """Record spooled attempts, storing their archived pages first, each attempt with its
     page in one transaction (a page_key already stored adds nothing, an attempt id
     already recorded is skipped: a crash mid-way repeats harmlessly).
@@ -121,8 +143,10 @@ def flush(config: Config, store: Store, now: datetime) -> None:
     A fault of the store stops here and leaves every entry pending for the next scrape;
     only a file that is not a spooled attempt is set aside (renamed .bad, and reported
     by `ticker status`)."""
-    by_name = {s.name: s for s in config.sources}
+    by_name = {s.name: s for s in (*config.sources, config.reference)}
     for file in spooled_attempts(config):
+        if file.stem in skip:  # written ahead by the job that is storing it now
+            continue
         try:
             attempt, _ = read_spooled(file)
         except ValueError as exc:

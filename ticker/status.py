@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ticker import spool
-from ticker.config import Config
+from ticker.config import REFERENCE, REFERENCE_SLACK, Config, Source
 from ticker.models import SUCCESS_OUTCOMES, Attempt
 from ticker.store import Store, read
 
@@ -68,28 +69,67 @@ class SourceStatus:
         }
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What a status report is made of, read once: each configured source's attempts and
+    newest observation, archived pages the store does not know, and the spooled attempts.
+    `assess` turns them into a report at any `now`."""
+
+    sources: tuple[Source, ...]  # the configured ones, and the official rates once asked for
+    health: tuple[read.SourceHealth, ...]
+    unstored: tuple[int, ...]
+    waiting: Mapping[str, Sequence[tuple[Attempt, str | None]]]
+    unreadable: int
+
+
+def has_store(config: Config) -> bool:
+    """Whether the database exists yet (the commands that only read it never make it)."""
+    return Store.exists(config.store_path)
+
+
 def status(config: Config, now: datetime) -> list[SourceStatus]:
     """Each source's health at `now`: stale when its newest observation is older than
     [status] stale_after, failing when its last attempt failed; and what was fetched but
     is not in the store: attempts waiting in the pending directory, spool files that
     cannot be read, and archived pages newer than the last recorded attempt."""
-    waiting, unreadable = _spool_report(config)
+    spooled = spool_report(config)
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         store.verify()  # a health report must not show what it could read of a damaged file
-        health = [read.source_health(store, s.name) for s in config.sources]
-        unstored = [
-            _unstored_pages(config, store, s.name, _from_ms(h.last_attempt_ms), waiting)
-            for s, h in zip(config.sources, health, strict=True)
-        ]
+        facts = gather(config, store, spooled)
+    return assess(config, facts, now)
+
+
+def gather(
+    config: Config,
+    store: Store,
+    spooled: tuple[dict[str, list[tuple[Attempt, str | None]]], int],
+) -> Facts:
+    """The facts of every configured source (and of the official rates once they have
+    been asked for: `ticker reference`, the daemon), from an open store and the spool
+    report."""
+    waiting, unreadable = spooled
+    sources = list(config.sources)
+    if REFERENCE in waiting or read.has_source(store, REFERENCE):
+        sources.append(config.reference)
+    health = tuple(read.source_health(store, s.name) for s in sources)
+    unstored = tuple(
+        _unstored_pages(config, store, s.name, _from_ms(h.last_attempt_ms), waiting)
+        for s, h in zip(sources, health, strict=True)
+    )
+    return Facts(tuple(sources), health, unstored, waiting, unreadable)
+
+
+def assess(config: Config, facts: Facts, now: datetime) -> list[SourceStatus]:
+    """The report the facts make at `now`: ages, staleness, failures, what waits."""
     out = []
-    for source, h, lost in zip(config.sources, health, unstored, strict=True):
+    for source, h, lost in zip(facts.sources, facts.health, facts.unstored, strict=True):
         age, future = None, False
         if h.newest_date is not None:
             day_start = datetime.combine(h.newest_date, datetime.min.time(), tzinfo=source.tz)
             age = (now - day_start).total_seconds()
             today = now.astimezone(source.tz).date()
             future = h.newest_date > today + timedelta(days=1)
-        mine = sorted(waiting.get(source.name, []), key=lambda w: w[0].started_at)
+        mine = sorted(facts.waiting.get(source.name, []), key=lambda w: w[0].started_at)
         out.append(
             SourceStatus(
                 source=source.name,
@@ -102,19 +142,26 @@ def status(config: Config, now: datetime) -> list[SourceStatus]:
                 failures=h.failures,
                 newest_date=h.newest_date,
                 age=age,
-                stale=age is None or age > config.stale_after or future,
+                stale=age is None or age > stale_after(config, source.name) or future,
                 failing=h.last_outcome is not None and h.last_outcome not in SUCCESS_OUTCOMES,
                 future=future,
                 waiting=len(mine),
                 waiting_because=mine[-1][1] if mine else None,
                 unstored=lost,
-                unreadable_spooled=unreadable,
+                unreadable_spooled=facts.unreadable,
             )
         )
     return out
 
 
-def _spool_report(
+def stale_after(config: Config, source: str) -> float:
+    """Seconds after which a source's newest observation is stale: [status] stale_after,
+    and for the official rates REFERENCE_SLACK more (banks publish none at weekends
+    and holidays)."""
+    return config.stale_after + (REFERENCE_SLACK if source == REFERENCE else 0.0)
+
+
+def spool_report(
     config: Config,
 ) -> tuple[dict[str, list[tuple[Attempt, str | None]]], int]:
     """The spooled attempts by source (with why each waits), and how many spool files
@@ -139,7 +186,7 @@ def _unstored_pages(
     store: Store,
     source: str,
     after: datetime | None,
-    waiting: dict[str, list[tuple[Attempt, str | None]]],
+    waiting: Mapping[str, Sequence[tuple[Attempt, str | None]]],
 ) -> int:
     """Archived pages of `source` captured since its last recorded attempt that neither
     wait in the pending directory nor are known to the store (the page of a recorded

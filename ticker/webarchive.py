@@ -21,6 +21,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -162,11 +163,13 @@ class Polite:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         least_wait: float = LEAST_WAIT,
+        stop: threading.Event | None = None,
     ) -> None:
         self.http = replace(http, retries=0)  # retries are made here, each one paced
         self.retries = http.retries
         self.limiter = RateLimiter(per_minute, clock=clock, sleep=sleep)
         self.least_wait = least_wait
+        self.stop = stop  # once set, no request starts (KeyboardInterrupt instead)
         self.requests = 0
         self._reserved = False  # the first request of a fetch took its slot already
         self._unreachable = 0  # requests in a row that got no answer
@@ -195,6 +198,8 @@ class Polite:
         WebArchiveError when the archive refuses to go on."""
         refusals = failures = 0
         while True:
+            if self.stop is not None and self.stop.is_set():
+                raise KeyboardInterrupt
             self.limiter.acquire()
             self._reserved = True
             try:

@@ -29,7 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from servers import LocalServer, html, page, write_config  # noqa: E402
+from conftest import LOCAL_HTTP, write_config  # noqa: E402
+from pages import html_page  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 from ticker import status as status_job  # noqa: E402
 from ticker.config import load_config  # noqa: E402
@@ -50,13 +52,13 @@ def main() -> None:
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.WARNING)  # the per-job INFO lines are not measured
-    one = len(page(filler_paragraphs=1))
-    per = len(page(filler_paragraphs=2)) - one
-    body = page(filler_paragraphs=max(1, (args.kb * 1024 - one) // per + 1))
+    body = html_page(kb=args.kb).encode()
     marks = sorted({10, 100, args.cycles // 2, args.cycles})
     with LocalServer() as server, tempfile.TemporaryDirectory() as tmp:
         server.route("/", html(body))
-        config = load_config(write_config(Path(tmp), server.url("/"), timeout=10))
+        config = load_config(
+            write_config(Path(tmp), url=server.url("/"), http=LOCAL_HTTP | {"timeout": 10})
+        )
         start = datetime(2025, 3, 20, tzinfo=UTC)
         cycle = 0
         daemon = Daemon(config, clock=lambda: start + timedelta(minutes=30 * cycle))

@@ -33,7 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-from servers import LocalServer, html, page, write_config  # noqa: E402
+from conftest import LOCAL_HTTP, write_config  # noqa: E402
+from pages import html_page  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 from ticker import scrape as scrape_job  # noqa: E402
 from ticker.archive import archive_page  # noqa: E402
@@ -57,13 +59,6 @@ def timed(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def sized_page(kb: int) -> bytes:
-    """A ticker page padded with filler paragraphs to about `kb` KB."""
-    one = len(page(filler_paragraphs=1))
-    per = len(page(filler_paragraphs=2)) - one
-    return page(filler_paragraphs=max(1, (kb * 1024 - one) // per + 1))
 
 
 def stages(config: Config, url: str, runs: int) -> dict[str, float]:
@@ -111,10 +106,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30, help="measured runs per case")
     args = ap.parse_args()
 
-    body = sized_page(args.kb)
+    body = html_page(kb=args.kb).encode()
     with LocalServer() as server, tempfile.TemporaryDirectory() as tmp:
         server.route("/", html(body))
-        config = load_config(write_config(Path(tmp), server.url("/"), timeout=10))
+        config = load_config(
+            write_config(Path(tmp), url=server.url("/"), http=LOCAL_HTTP | {"timeout": 10})
+        )
         url = server.url("/")
         start = datetime(2025, 3, 20, tzinfo=UTC)
         clock = (start + timedelta(minutes=30 * i) for i in range(10**6))

@@ -7,9 +7,10 @@ difference in stdout, stderr, exit code, exported bytes and stored rows. Volatil
 (durations, clock times, ages, temporary paths) are masked first.
 
 The sequence: the sample dumps and every parser fixture (backfill, re-run, --date),
-latest, history, export in three formats, check, status, chart; a scrape against a
-page server on 127.0.0.1; and two generated corpora through the worker pool (many
-pages per date; one page per date with new values every day).
+latest, history, export in three formats, check, status, chart; a scrape against the
+test suite's local server (tests/servers.py); and two generated corpora (tests/pages.py)
+through the worker pool (many pages per date; one page per date with new values every
+day).
 
     .venv/bin/python tests/benchmarks/compare_outputs.py REV        # e.g. main~3
     .venv/bin/python tests/benchmarks/compare_outputs.py REV --keep /tmp/cmp
@@ -22,14 +23,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import http.server
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import date
@@ -38,8 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from _trust import simulate, write_dumps  # noqa: E402
-from servers import page  # noqa: E402
+from conftest import ticker_subprocess, write_config  # noqa: E402
+from pages import html_page, simulate, write_dumps  # noqa: E402
+from servers import LocalServer, html  # noqa: E402
 
 DUMPS = REPO / "tests" / "fixtures" / "dumps"
 MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -74,25 +73,24 @@ class Side:
     def __init__(self, name: str, code: Path, root: Path, url: str) -> None:
         self.name, self.code, self.root = name, code, root
         root.mkdir(parents=True)
-        (root / "config.toml").write_text(
-            f'[store]\npath = "db/ticker.duckdb"\nlock_timeout = 10\n\n'
-            f'[[sources]]\nname = "timesca"\nurl = "{url}"\ntimezone = "Asia/Almaty"\n\n'
-            '[http]\ntimeout = 5\nretries = 0\n\n[archive]\ndir = "db/pages"\n\n'
-            '[charts]\ndir = "charts"\n',
-            encoding="utf-8",
+        # only keys every version knows: no [schedule], [http] just what the scrape needs
+        write_config(
+            root,
+            store="db/ticker.duckdb",
+            lock_timeout=10,
+            url=url,
+            http={"timeout": 5, "retries": 0},
+            schedule={},
+            archive="db/pages",
         )
 
     def run(self, *args: str) -> str:
-        env = dict(os.environ, PYTHONPATH=str(self.code), PYTHONDONTWRITEBYTECODE="1")
-        env.pop("TICKER_CONFIG", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "ticker", "--config", "config.toml", *args],
-            capture_output=True,
-            text=True,
+        proc = ticker_subprocess(
+            Path("config.toml"),
+            *args,
             cwd=self.root,
-            env=env,
+            env={"PYTHONPATH": str(self.code)},
             timeout=600,
-            check=False,
         )
         text = f"$ ticker {' '.join(args)}\n[exit {proc.returncode}]\n{proc.stdout}{proc.stderr}"
         return mask(text, self.root)
@@ -173,23 +171,6 @@ def steps(side: Side, corpora: Path) -> list[tuple[str, Callable[[], str]]]:
     ]
 
 
-def serve(body: bytes) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
-
-
 def make_corpora(root: Path) -> None:
     """600 dumps, 5 per date (the pool path), and 600 dumps of a new day each."""
     days = simulate(date(2016, 1, 1), 120)
@@ -215,15 +196,14 @@ def main() -> int:
     subprocess.run(["tar", "-x", "-C", str(base_code)], input=archive, check=True)
     corpora = work / "corpora"
     make_corpora(corpora)
-    server, url = serve(page(date="20 March 2025"))
-    try:
+    with LocalServer() as server:
+        server.route("/", html(html_page(day="20 March 2025")))
+        url = server.url("/")
         sides = [
             Side(f"base ({args.rev})", base_code, work / "base", url),
             Side("working tree", REPO, work / "head", url),
         ]
         outputs = [[(name, fn()) for name, fn in steps(side, corpora)] for side in sides]
-    finally:
-        server.shutdown()
     differ = 0
     for (name, a), (_, b) in zip(outputs[0], outputs[1], strict=True):
         if a == b:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _trust import run_ticker, simulate, write_dumps  # noqa: E402
+from conftest import ticker_subprocess  # noqa: E402
+from pages import simulate, write_dumps  # noqa: E402
 from test_crash import DAYS, _backfill, _fresh, verify  # noqa: E402
 
 
@@ -39,8 +40,8 @@ def main() -> None:
         root = work / "dumps"
         expected = {str(p): 5 for p in write_dumps(root, simulate(date(2019, 1, 1), DAYS))}
         ref = _fresh(work / "reference")
-        run_ticker(ref, "backfill", str(root), check=True)
-        reference = run_ticker(ref, "export", check=True).stdout
+        ticker_subprocess(ref, "backfill", str(root), check=True)
+        reference = ticker_subprocess(ref, "export", check=True).stdout
         spans = {}
         for small in (True, False):
             cfg = _fresh(work / "measure")
@@ -68,9 +69,9 @@ def main() -> None:
                     partial += 0 < stored < len(expected)
                 else:
                     break
-            run_ticker(cfg, "backfill", str(root), check=True)
+            ticker_subprocess(cfg, "backfill", str(root), check=True)
             assert verify(db, expected) == len(expected)
-            assert run_ticker(cfg, "export", check=True).stdout == reference
+            assert ticker_subprocess(cfg, "export", check=True).stdout == reference
             print(f"round {rounds}: {kills} kills so far, {partial} mid-load", flush=True)
         print(
             f"{kills} kills in {rounds} rounds ({partial} left a partly loaded store), "

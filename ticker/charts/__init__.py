@@ -16,8 +16,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ticker.config import Config
+from ticker.config import IN_FORCE_DAYS, REFERENCE, Config, official_pair
 from ticker.errors import UsageError
+from ticker.models import Day
 from ticker.store import Store, read
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ def draw_charts(
     from ticker.charts.files import write_charts
 
     source = config.source(source_name)
+    if source.name == REFERENCE:
+        raise UsageError(
+            "the official rates are drawn on the charts of the ticker's pairs, under the "
+            "ticker's line; give a [[sources]] name, or none"
+        )
     wanted = tuple(pairs) if pairs else source.pairs
     with Store.open(config.store_path, config.lock_timeout, read_only=True) as store:
         first, last = read.date_span(store, source.name)
@@ -74,6 +80,7 @@ def draw_charts(
                 f"{first} to {last}"
             )
         series = read.series(store, source.name, wanted, start, end)
+        officials = _officials(store, source.name, wanted, start, end)
     report = write_charts(
         series,
         out_dir or config.charts.dir,
@@ -81,5 +88,23 @@ def draw_charts(
         since=start,
         until=end,
         source_label=source.label,
+        officials=officials,
     )
     return ChartRun(start, end, report)
+
+
+def _officials(
+    store: Store, source: str, pairs: Sequence[str], since: date, until: date
+) -> dict[str, tuple[Day, ...]]:
+    """The official rates of each pair's currency in the window (from a week before its
+    start: the rate in force on its first day), by the pair."""
+    if source == REFERENCE:
+        return {}
+    wanted = {p: o for p in pairs if (o := official_pair(p)) is not None}
+    if not wanted:
+        return {}
+    start = date.fromordinal(max(since.toordinal() - IN_FORCE_DAYS, 1))
+    found = {
+        s.pair: s.days for s in read.series(store, REFERENCE, list(wanted.values()), start, until)
+    }
+    return {p: found[o] for p, o in wanted.items() if found.get(o)}

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import metadata as _metadata
 
-from ticker.charts.labels import decimals, significant_digits
+from ticker.charts.labels import decimals, official_label, significant_digits
+from ticker.config import IN_FORCE_DAYS
 from ticker.models import Day, Series
 
 CHART_VERSION = "1"  # bump when the drawing changes, so every chart is redrawn once
+OFFICIAL_VERSION = "1"  # the same for the official rates' line (charts that have one)
 DISPLAYS = ("per_usd", "usd_per_unit")
 COARSE_DIGITS = 3  # a printed rate with fewer significant digits than this is coarse
 FIGSIZE = (10.0, 6.0)  # inches
@@ -45,6 +47,12 @@ class PairChart:
     last_value: float  # the last point in display units
     days_with_data: int
     fingerprint: str
+    # The official rate of the currency (drawn under the ticker's line), in display units:
+    # a step line (each rate in force until the next), broken where none was for long.
+    official_dates: tuple[date, ...] = ()
+    official_values: tuple[float, ...] = ()
+    official_label: str = ""  # who publishes it, for the legend
+    official_last: Day | None = None  # the official rate in force on the last day drawn
 
     @property
     def base(self) -> str:
@@ -53,6 +61,10 @@ class PairChart:
     @property
     def quote(self) -> str:
         return self.pair.split("/")[-1]
+
+    @property
+    def has_official(self) -> bool:
+        return len(self.official_dates) > 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +228,56 @@ def prepare(points: list[Day], pair: str, display: str) -> Prepared:
     return Prepared(pair, points, values, coarse_texts)
 
 
+def official_line(
+    points: Sequence[Day], display: str, until: date | None
+) -> tuple[tuple[date, ...], tuple[float, ...]]:
+    """The official rates' x and y for a steps-post line: each rate holds until the next
+    one, a NaN breaks the line where none came for IN_FORCE_DAYS, and the last one holds
+    to the day after it (within the window)."""
+    xs: list[date] = []
+    ys: list[float] = []
+    prev: Day | None = None
+    for p in points:
+        if prev is not None and (p.date - prev.date).days > IN_FORCE_DAYS:
+            xs.append(prev.date + timedelta(days=1))
+            ys.append(math.nan)
+        xs.append(p.date)
+        ys.append(display_value(p, display))
+        prev = p
+    if prev is not None and prev.date < date.max and (until is None or prev.date <= until):
+        xs.append(prev.date + timedelta(days=1))
+        ys.append(ys[-1])
+    return tuple(xs), tuple(ys)
+
+
 def pair_chart(
-    prep: Prepared, display: str, since: date | None, until: date | None, source_label: str
+    prep: Prepared,
+    display: str,
+    since: date | None,
+    until: date | None,
+    source_label: str,
+    official: Sequence[Day] = (),
 ) -> PairChart:
-    """A pair's chart data from its prepared series."""
+    """A pair's chart data from its prepared series, with the official rates of its
+    currency in the window when there are any."""
     points = prep.points
     lo, hi = since or points[0].date, until or points[-1].date
     coarse = bool(prep.coarse_texts)
     xs, ys = with_gaps(points, prep.values, coarse)
     rows = [f"{p.date} {p.rate} {p.change}" for p in points]
+    # the rate in force on the first day (published before it), and those in the window
+    before = [p for p in official if p.date < lo][-1:]
+    official = before + [p for p in official if lo <= p.date <= hi]
+    official_xs: tuple[date, ...] = ()
+    official_ys: tuple[float, ...] = ()
+    label = ""
+    last_official = None
+    if len(official) > 1:
+        official_xs, official_ys = official_line(official, display, hi)
+        label = official_label(official[0].pair, [p.publisher for p in official])
+        last_official = next((p for p in reversed(official) if p.date <= points[-1].date), None)
+        rows.append(f"official {OFFICIAL_VERSION} {label}")
+        rows.extend(f"{p.date} {p.rate} {p.publisher}" for p in official)
     changed = [p for p in points if p.change is not None]
     return PairChart(
         pair=prep.pair,
@@ -244,6 +297,10 @@ def pair_chart(
         last_value=prep.values[-1],
         days_with_data=len(points),
         fingerprint=data_fingerprint("pair", (prep.pair, display, lo, hi, source_label), rows),
+        official_dates=official_xs,
+        official_values=official_ys,
+        official_label=label,
+        official_last=last_official,
     )
 
 
@@ -254,14 +311,17 @@ def chart_data(
     since: date | None = None,
     until: date | None = None,
     source_label: str = "",
+    official: Sequence[Day] = (),
 ) -> PairChart:
-    """What a pair's chart draws (raises ValueError when skip_reason() gives a reason)."""
+    """What a pair's chart draws (raises ValueError when skip_reason() gives a reason),
+    with the official rates of its currency when given."""
     check_display(display)
     points = window_days(series, since, until)
     reason = no_chart_reason(series.pair, points, since, until)
     if reason:
         raise ValueError(reason)
-    return pair_chart(prepare(points, series.pair, display), display, since, until, source_label)
+    prep = prepare(points, series.pair, display)
+    return pair_chart(prep, display, since, until, source_label, official)
 
 
 def overview_chart(

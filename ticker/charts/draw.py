@@ -14,6 +14,7 @@ from ticker.charts.data import DPI, FIGSIZE, OverviewChart, PairChart
 from ticker.charts.labels import (
     FALL_COLOUR,
     NOTE_COLOUR,
+    OFFICIAL_COLOUR,
     RISE_COLOUR,
     axis_label,
     currency_colour,
@@ -28,6 +29,7 @@ from ticker.charts.labels import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
     from matplotlib.text import Annotation
 
 LOG_SCALE_RATIO = 2.5  # the overview turns logarithmic when its index spans more than this
@@ -124,11 +126,16 @@ class PairFigure:
         )
         self.ax = ax = fig.add_subplot(self.grid[0])
         self.bars = bars = fig.add_subplot(self.grid[1], sharex=ax)
-        # the rate; a day with no neighbour draws no segment, so it gets a dot of its own
+        # the official rate, thin and beneath; the ticker's rate above it; a day with no
+        # neighbour draws no segment, so it gets a dot of its own
+        (self.official,) = ax.plot(
+            [], [], color=OFFICIAL_COLOUR, drawstyle="steps-post", gid="official"
+        )
         (self.line,) = ax.plot([], [], linewidth=1.5, solid_joinstyle="round", gid="rate")
         (self.alone,) = ax.plot([], [], "o", markersize=2.5, gid="isolated")
         (self.last,) = ax.plot([], [], "o", markersize=5, gid="last")
         self.label: Annotation | None = None
+        self.legend: Legend | None = None
         _style_axes(ax)
         _value_axis(ax)
         ax.tick_params(labelbottom=False)
@@ -189,6 +196,14 @@ class PairFigure:
         self.line.set_data(x, y)
         self.line.set_color(colour)
         self.line.set_drawstyle("steps-post" if chart.coarse else "default")
+        official_y = np.array(chart.official_values, dtype=float)
+        self.official.set_data(_date_numbers(chart.official_dates), official_y)
+        # Where the printed rate is coarse the official line is the one to read: drawn
+        # over the steps, which fade; elsewhere it is a thin line under the ticker's.
+        read_official = chart.coarse and chart.has_official
+        self.official.set_linewidth(1.3 if read_official else 0.8)
+        self.official.set_zorder(2.5 if read_official else 1.9)
+        self.line.set_alpha(0.55 if read_official else None)
         finite = np.isfinite(y)
         alone = np.zeros_like(finite)
         if not chart.coarse and len(y) > 1:  # steps draw a lone day as a one-day step
@@ -198,7 +213,8 @@ class PairFigure:
         ax.set_ylabel(unit_label, fontsize=10)
 
         # the last value, marked, and labelled in a band kept free of data above the line
-        lo, hi = (float(y[finite].min()), float(y[finite].max())) if finite.any() else (0.0, 0.0)
+        drawn = np.concatenate([y[finite], official_y[np.isfinite(official_y)]])
+        lo, hi = (float(drawn.min()), float(drawn.max())) if len(drawn) else (0.0, 0.0)
         if hi > lo:
             span = hi - lo
             ax.set_ylim(lo - 0.08 * span, hi + 0.34 * span)
@@ -217,6 +233,12 @@ class PairFigure:
             )
         else:
             text = f"{chart.last.rate} {unit_label}\non {day_text(chart.last.date)}"
+        if chart.has_official and chart.official_last is not None:
+            published = chart.official_last
+            text += (
+                f"\nofficial: {published.rate} {unit_word(chart.base)} per US dollar"
+                f" ({day_text(published.date)})"
+            )
         on_right = (last_x - x_lim[0]) / (x_lim[1] - x_lim[0]) > 0.4
         if self.label is not None:
             self.label.remove()
@@ -238,6 +260,29 @@ class PairFigure:
             },
             gid="last-label",
         )
+        if self.legend is not None:
+            self.legend.remove()
+            self.legend = None
+        if chart.has_official:
+            from matplotlib.lines import Line2D
+
+            self.legend = ax.legend(
+                handles=[
+                    Line2D([], [], color=colour, linewidth=1.5, label=chart.source_label),
+                    Line2D(
+                        [],
+                        [],
+                        color=OFFICIAL_COLOUR,
+                        linewidth=1.3 if read_official else 0.8,
+                        label=f"Official rate: {chart.official_label}, via Frankfurter",
+                    ),
+                ],
+                loc="upper left" if on_right else "upper right",
+                fontsize=8,
+                frameon=False,
+                borderaxespad=0.3,
+                handlelength=1.6,
+            )
 
         # the daily change as bars, rises and falls in two colours
         bx = _date_numbers(chart.bar_dates)
@@ -268,6 +313,11 @@ class PairFigure:
                 f"Coarse: the source prints {chart.decimals} decimals ({chart.coarse_text} US "
                 f"dollars per {unit}, {digits} significant digit{'s' if digits != 1 else ''}), "
                 "so the values move in steps."
+                + (
+                    "\nThe official rate, the black line, is the one to read."
+                    if read_official
+                    else ""
+                )
             )
         return self.fig
 

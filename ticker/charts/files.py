@@ -7,7 +7,7 @@ import contextlib
 import os
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -30,7 +30,7 @@ from ticker.charts.data import (
 )
 from ticker.charts.draw import PairFigure, build_overview_figure
 from ticker.charts.labels import currency_name
-from ticker.models import Series
+from ticker.models import Day, Series
 from ticker.output import make_dir, write_file
 
 if TYPE_CHECKING:
@@ -143,8 +143,10 @@ def write_charts(
     since: date | None = None,
     until: date | None = None,
     source_label: str = "",
+    officials: Mapping[str, Sequence[Day]] | None = None,
 ) -> ChartReport:
-    """Write one PNG per pair and overview.png to out_dir; unchanged charts are not rewritten."""
+    """Write one PNG per pair and overview.png to out_dir; unchanged charts are not rewritten.
+    `officials`: the official rates of each pair's currency (by the pair), drawn under it."""
     check_display(display)
     if since and until and since > until:
         raise ValueError(f"the window starts ({since}) after it ends ({until})")
@@ -171,7 +173,8 @@ def write_charts(
                 continue
             prep = prepare(points, s.pair, display)
             prepared.append(prep)
-            chart = pair_chart(prep, display, since, until, source_label)
+            official = (officials or {}).get(s.pair, ())
+            chart = pair_chart(prep, display, since, until, source_label, official)
             path = out_dir / pair_filename(s.pair)
             if read_fingerprint(path) == chart.fingerprint:
                 unchanged.append(path)

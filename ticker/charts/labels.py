@@ -5,6 +5,7 @@ label, the precision from the printed data."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 
@@ -32,6 +33,19 @@ COLOURS: dict[str, str] = {
     "TMT": "#333333",  # near black
 }
 OTHER_COLOUR = "#7F7F7F"  # a currency without a colour of its own
+OFFICIAL_COLOUR = "#222222"  # the official rate's line, under every currency's
+# The banks behind the official rates, by their Frankfurter provider keys; and who sets a
+# currency's rate where the rates name no bank (the manat's peg).
+BANKS: dict[str, str] = {
+    "NBK": "National Bank of Kazakhstan",
+    "NBKR": "National Bank of the Kyrgyz Republic",
+    "CBU": "Central Bank of Uzbekistan",
+    "NBT": "National Bank of Tajikistan",
+    "CBT": "Central Bank of Turkmenistan",
+}
+UNNAMED_BANKS: dict[str, str] = {
+    "TMT": "Central Bank of Turkmenistan (peg)",
+}
 RISE_COLOUR = "#0072B2"  # blue
 FALL_COLOUR = "#D55E00"  # vermillion
 NOTE_COLOUR = "#8C3B00"
@@ -98,3 +112,13 @@ def source_text(label: str) -> str:
 def currency_colour(base: str) -> str:
     """The currency's fixed colour (grey for a currency not in COLOURS)."""
     return COLOURS.get(base, OTHER_COLOUR)
+
+
+def official_label(pair: str, publishers: Sequence[str | None]) -> str:
+    """Who publishes a pair's official rates, for a legend: the banks the rates name
+    ("National Bank of Kazakhstan (NBK)"), else who sets the currency's rate."""
+    named = list(dict.fromkeys(p for p in publishers if p))
+    if named:
+        return ", ".join(f"{BANKS[p]} ({p})" if p in BANKS else p for p in named)
+    currency = pair.split("/")[-1] if pair.startswith("USD/") else pair.split("/")[0]
+    return UNNAMED_BANKS.get(currency, "official rate")

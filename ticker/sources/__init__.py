@@ -3,7 +3,8 @@ a fetch of it takes) and its reader turns what it receives into a Record of date
 observations (`base.Reader`). The pipeline, the store, status, check and the daemon treat
 every kind alike; a source names its kind in the config (`[[sources]] kind`).
 
-    ticker   the page-header ticker of a news site (sources/ticker.py)
+    ticker      the page-header ticker of a news site (sources/ticker.py)
+    reference   official rates from a Frankfurter server, as JSON (sources/reference.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 # reads the store loads none of them).
 KINDS: dict[str, str] = {
     "ticker": "ticker.sources.ticker:TickerReader",
+    "reference": "ticker.sources.reference:ReferenceReader",
 }
 
 

@@ -24,6 +24,8 @@ class Reader(Protocol):
     version: ClassVar[int]
     # The Content-Types a fetch of this kind takes (a prefix match, without parameters).
     media_types: ClassVar[tuple[str, ...]]
+    # What one fetch of it is called in messages: "page", "response".
+    noun: ClassVar[str]
 
     def read(
         self, page: Page, source: Source, *, now: datetime, given_date: date | None = None

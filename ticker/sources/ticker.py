@@ -248,6 +248,7 @@ class TickerReader:
     kind: ClassVar[str] = "ticker"
     version: ClassVar[int] = PARSER_VERSION
     media_types: ClassVar[tuple[str, ...]] = ("text/html", "application/xhtml+xml", "text/plain")
+    noun: ClassVar[str] = "page"
 
     def __init__(self, *, cache: bool = False) -> None:
         self.cache = BlockCache() if cache else None

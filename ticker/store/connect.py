@@ -3,6 +3,7 @@ another process holds the file, and a damaged file refused in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -32,15 +33,27 @@ class Store:
     @classmethod
     @contextmanager
     def open(
-        cls, path: Path, lock_timeout: float = 30.0, *, read_only: bool = False
+        cls,
+        path: Path,
+        lock_timeout: float = 30.0,
+        *,
+        read_only: bool = False,
+        upgrade: bool = True,
     ) -> Iterator[Store]:
         """Open (creating and migrating when needed) and always close.
 
         A read-only open of a file that does not exist creates nothing: it reads an empty
         store held in memory. A file DuckDB cannot read back (cut short, corrupt) raises
-        StoreError, at the open or at any query made inside the `with`.
+        StoreError, at the open or at any query made inside the `with`. With
+        `upgrade=False` a read-only open never writes: a file whose schema is older than
+        this ticker raises StoreError instead of being migrated.
         """
-        if read_only and not path.exists():
+        if not read_only and _holds_nothing(path):
+            # A file of 0 bytes is a creation cut short (a full disk, a kill): it holds
+            # nothing, and DuckDB would refuse it forever; it is made afresh.
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if read_only and not Store.exists(path):
             con = duckdb.connect(":memory:")
             try:
                 migrate(con, path)
@@ -53,11 +66,24 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(path, f"cannot create its directory: {exc.strerror}") from exc
-        con = connect(path, lock_timeout, read_only=read_only)
+        created = not path.exists()
+        try:
+            con = connect(path, lock_timeout, read_only=read_only)
+        except StoreError:
+            if created and _holds_nothing(path):  # not left behind to be refused later
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         try:
             try:
                 _check_whole(con, path)
                 if read_only and unapplied(con):
+                    if not upgrade:
+                        raise StoreError(
+                            path,
+                            "written by an older ticker, its schema is not upgraded yet "
+                            "(any other ticker command upgrades it, e.g. `ticker status`)",
+                        )
                     con.close()
                     con = connect(path, lock_timeout, read_only=False)
                     read_only = False
@@ -70,6 +96,11 @@ class Store:
                 raise unusable(path, str(exc)) from exc
         finally:
             con.close()
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        """Whether there is a store at `path` (a file of 0 bytes is none: see open)."""
+        return path.exists() and not _holds_nothing(path)
 
     def verify(self) -> None:
         """Read every column of every table, so that each block of the file passes DuckDB's
@@ -102,7 +133,9 @@ def connect(
                 holder = describe_process(int(m.group(1))) if m else None
                 raise StoreLockedError(path, time.monotonic() - started, holder) from exc
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.001)))
-            delay = min(delay * 2, 0.5)
+            # Try again at least every 0.1 s: a reader (`ticker serve` takes the file for
+            # a few tens of ms) is gone long before a longer sleep would end.
+            delay = min(delay * 2, 0.1)
         except duckdb.Error as exc:
             raise unusable(path, str(exc)) from exc
 
@@ -139,6 +172,13 @@ def _unreadable(exc: duckdb.Error) -> bool:
     return "corrupt database file" in text or (
         isinstance(exc, duckdb.IOException) and "could not read" in text
     )
+
+
+def _holds_nothing(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -30,12 +30,13 @@ def migrations() -> tuple[tuple[int, str, str], ...]:
 
 
 def unapplied(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether a migration has not been applied to this database yet."""
+    """Whether a migration has not been applied to this database yet (any of them: one
+    numbered below the newest applied can arrive later, from another line of work)."""
     try:
-        applied = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0]
+        applied = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
     except duckdb.CatalogException:
         return True
-    return applied is None or applied < migrations()[-1][0]
+    return any(version not in applied for version, _, _ in migrations())
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -14,7 +14,7 @@ from ticker.models import SUCCESS_OUTCOMES, Day, Series
 from ticker.store.connect import Store
 
 _RECORD_NO = re.compile(r"#\d+$")
-_DAY_COLUMNS = "source, pair, date, rate_text, change_text"
+_DAY_COLUMNS = "source, pair, date, rate_text, change_text, publisher"
 
 
 def _days(store: Store, sql: str, params: Sequence[Any] = ()) -> list[Day]:
@@ -38,19 +38,21 @@ def latest(store: Store, pairs: Sequence[str] | None = None) -> list[Day]:
 
 def history(
     store: Store,
-    pair: str,
+    pair: str | Sequence[str],
     since: date | None = None,
     until: date | None = None,
     source: str | None = None,
 ) -> list[Day]:
-    """One pair's days, by source and date."""
+    """One pair's days (or those of several pairs: one currency in both directions), by
+    source and date."""
+    pairs = [pair] if isinstance(pair, str) else list(pair)
     return _days(
         store,
         f"""SELECT {_DAY_COLUMNS} FROM daily
-            WHERE pair = $1 AND ($2 IS NULL OR date >= $2) AND ($3 IS NULL OR date <= $3)
-              AND ($4 IS NULL OR source = $4)
+            WHERE list_contains($1, pair) AND ($2 IS NULL OR date >= $2)
+              AND ($3 IS NULL OR date <= $3) AND ($4 IS NULL OR source = $4)
             ORDER BY source, date""",
-        [pair, since, until, source],
+        [pairs, since, until, source],
     )
 
 
@@ -103,6 +105,38 @@ def date_span(store: Store, source: str | None = None) -> tuple[date | None, dat
     return first, last
 
 
+def sources_span(store: Store, sources: Sequence[str]) -> tuple[date | None, date | None]:
+    """The first and the last day stored by any of `sources`."""
+    first, last = store.con.execute(
+        "SELECT min(date), max(date) FROM observations WHERE list_contains($1, source)",
+        [list(sources)],
+    ).fetchall()[0]
+    return first, last
+
+
+def in_force(store: Store, source: str, pair: str, day: date, since: date) -> Day | None:
+    """The newest day of `source`'s `pair` from `since` to `day`: the official rate in
+    force on `day`."""
+    rows = _days(
+        store,
+        f"""SELECT {_DAY_COLUMNS} FROM daily
+            WHERE source = $1 AND pair = $2 AND date <= $3 AND date >= $4
+            ORDER BY date DESC LIMIT 1""",
+        [source, pair, day, since],
+    )
+    return rows[0] if rows else None
+
+
+def has_source(store: Store, source: str) -> bool:
+    """Whether anything of `source` is stored: an attempt or an observation."""
+    rows = store.con.execute(
+        """SELECT EXISTS (SELECT 1 FROM attempts WHERE source = $1)
+                  OR EXISTS (SELECT 1 FROM observations WHERE source = $1)""",
+        [source],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
 # --- what the checks read besides the series ---------------------------------------------
 
 
@@ -117,6 +151,7 @@ class Revision:
     rate: str
     change: str | None
     origin: str  # the capture that first showed these values
+    publisher: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +172,8 @@ def revisions(store: Store) -> list[Revision]:
                SELECT * FROM observations o
                SEMI JOIN (SELECT source, pair, date FROM observations WHERE revision > 1) r
                USING (source, pair, date))
-           SELECT o.source, o.pair, o.date, o.revision, o.rate_text, o.change_text, c.origin
+           SELECT o.source, o.pair, o.date, o.revision, o.rate_text, o.change_text, c.origin,
+                  o.publisher
            FROM revised o JOIN captures c ON c.id = o.capture_id
            ORDER BY o.source, o.pair, o.date, o.revision"""
     ).fetchall()
@@ -513,3 +549,38 @@ def days_covered(
     ).fetchall()
     n, first, last = rows[0]
     return int(n), first, last
+
+
+# --- the server's metrics ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DurationHistogram:
+    """How long the fetch attempts of one source took: cumulative counts per bound."""
+
+    source: str
+    bounds: tuple[float, ...]  # seconds, ascending
+    counts: tuple[int, ...]  # attempts that took at most each bound
+    total: int
+    seconds: float  # the sum of all durations
+
+
+def attempt_durations(store: Store, bounds: Sequence[float]) -> list[DurationHistogram]:
+    """Per source, the durations of every recorded attempt as a cumulative histogram."""
+    per_bound = store.con.execute(
+        """SELECT a.source, b.le, count(*) FILTER (WHERE a.duration_ms <= b.le * 1000)
+           FROM attempts a CROSS JOIN unnest($1::DOUBLE[]) AS b(le)
+           GROUP BY a.source, b.le ORDER BY a.source, b.le""",
+        [list(bounds)],
+    ).fetchall()
+    totals = store.con.execute(
+        """SELECT source, count(*), coalesce(sum(duration_ms), 0) / 1000.0
+           FROM attempts GROUP BY source ORDER BY source"""
+    ).fetchall()
+    counts: dict[str, list[int]] = {}
+    for source, _le, n in per_bound:
+        counts.setdefault(source, []).append(int(n))
+    return [
+        DurationHistogram(source, tuple(bounds), tuple(counts.get(source, [])), int(n), float(s))
+        for source, n, s in totals
+    ]

@@ -37,6 +37,9 @@ class WriteCounts:
     already: int = 0
     revised: int = 0
     capture_ids: dict[str, int] = field(default_factory=dict)  # page_key -> id, if asked
+    # page_key -> (new, already, revised) of each staged record, if asked: what writing
+    # the records one by one, in reading order, would have counted for each
+    per_record: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 # The staged CSV layout. file_no and page_no give the order the records were read in.
@@ -57,8 +60,9 @@ STAGE_COLUMNS = {
     "parser_version": "INTEGER",
     "copies": "INTEGER",
     "detail": "VARCHAR",
-    # The observations: 'KGS/USD 0.01164 0.87 2025-03-20;USD/KZT 478.77  2025-03-21'
-    # (pair, rate, change or nothing, date: tokens the readers have validated).
+    # The observations: 'KGS/USD 0.01164 0.87 2025-03-20;USD/KZT 478.77  2025-03-21 NBK'
+    # (pair, rate, change or nothing, date, and the publisher when there is one: tokens
+    # the readers have validated).
     "observations": "VARCHAR",
 }
 STAGE_FILE_COLUMNS = {"file_key": "VARCHAR", "path": "VARCHAR", "pages": "INTEGER"}
@@ -88,7 +92,10 @@ class Stager:
 
     def add(self, file_no: int, page_no: int, r: Record) -> None:
         observations = ";".join(
-            f"{o.pair} {o.rate} {o.change or ''} {o.date}" for o in r.observations
+            f"{o.pair} {o.rate} {o.change or ''} {o.date} {o.publisher}"
+            if o.publisher
+            else f"{o.pair} {o.rate} {o.change or ''} {o.date}"
+            for o in r.observations
         )
         self._page_rows.writerow(
             (
@@ -127,7 +134,8 @@ def write_records(
     now: datetime,
     before_commit: Callable[[WriteCounts], None] | None = None,
 ) -> WriteCounts:
-    """`write` for records at hand (a scrape's page): staged here, then written whole."""
+    """`write` for records at hand (a scrape's pages): staged here, then written whole,
+    with the capture id and the counts of each record."""
     with tempfile.TemporaryDirectory(prefix="ticker-write-") as tmp:
         stager = Stager(Path(tmp), "batch")
         try:
@@ -142,6 +150,7 @@ def write_records(
             now,
             before_commit=before_commit,
             capture_ids=True,
+            per_record=True,
         )
 
 
@@ -153,11 +162,13 @@ def write(
     *,
     before_commit: Callable[[WriteCounts], None] | None = None,
     capture_ids: bool = False,
+    per_record: bool = False,
 ) -> WriteCounts:
     """Write staged records (and the files they came from) in one transaction: all of a
     batch lands or none. `before_commit` runs inside that transaction with the counts
-    (a scrape records its attempt there, so a page never lands without its attempt or the
-    other way round); `capture_ids` fills counts.capture_ids for the staged records."""
+    (a scrape records its attempts there, so a page never lands without its attempt or
+    the other way round); `capture_ids` fills counts.capture_ids for the staged records,
+    `per_record` counts.per_record."""
     counts = WriteCounts()
     con = store.con
     # One thread: faster for batches this size, and it leaves the other cores to the
@@ -174,6 +185,8 @@ def write(
                                JOIN captures c USING (page_key)"""
                         ).fetchall()
                     )
+                if per_record:
+                    counts.per_record = _per_record(con, counts)
             if files_csv:
                 con.execute(
                     f"""INSERT INTO loaded_files
@@ -231,29 +244,35 @@ def _apply(
     # pair, date) not stored yet is new; a value stored or seen earlier in the batch is
     # already stored; another value is a revision, numbered after the stored ones in
     # the order first seen. Capture ids follow reading order, so min(id) is the first.
-    # An absent change is '' here (NULL in the table): values are compared with '='.
+    # An absent change or publisher is '' here (NULL in the table): values are compared
+    # with '='. Who published a value is part of it.
+    # A set is numbered (set_id), and its observations refer to that number: a record of
+    # thousands of observations (a response of official rates) must not copy its whole
+    # text into each of them.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE qsets AS
-           SELECT source, observations, min(id) AS first_id, count(*) AS n
+           SELECT source, observations, min(id) AS first_id, count(*) AS n,
+                  row_number() OVER () AS set_id
            FROM fresh WHERE observations IS NOT NULL
            GROUP BY source, observations"""
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE qv AS
-           SELECT source, observations, first_id, n, split_part(x, ' ', 1) AS pair,
+           SELECT source, set_id, first_id, n, split_part(x, ' ', 1) AS pair,
                   split_part(x, ' ', 2) AS rate_text, split_part(x, ' ', 3) AS change_text,
-                  split_part(x, ' ', 4)::DATE AS date
-           FROM (SELECT *, unnest(string_split(observations, ';')) AS x FROM qsets)"""
+                  split_part(x, ' ', 4)::DATE AS date, split_part(x, ' ', 5) AS publisher
+           FROM (SELECT source, set_id, first_id, n,
+                        unnest(string_split(observations, ';')) AS x FROM qsets)"""
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE vc AS
            WITH vals AS (
-               SELECT source, pair, date, rate_text, change_text,
+               SELECT source, pair, date, rate_text, change_text, publisher,
                       min(first_id) AS capture_id, sum(n) AS n
                FROM qv GROUP BY ALL
            ), known AS (
                SELECT source, pair, date, rate_text, coalesce(change_text, '') AS change_text,
-                      revision
+                      coalesce(publisher, '') AS publisher, revision
                FROM observations
                SEMI JOIN (SELECT DISTINCT source, pair, date FROM vals)
                USING (source, pair, date)
@@ -262,10 +281,10 @@ def _apply(
                   v.capture_id = min(v.capture_id) OVER (PARTITION BY source, pair, date)
                       AS key_first
            FROM vals v
-           LEFT JOIN (SELECT source, pair, date, rate_text, change_text,
+           LEFT JOIN (SELECT source, pair, date, rate_text, change_text, publisher,
                              min(revision) AS revision
                       FROM known GROUP BY ALL) kv
-             USING (source, pair, date, rate_text, change_text)
+             USING (source, pair, date, rate_text, change_text, publisher)
            LEFT JOIN (SELECT source, pair, date, count(*) AS n FROM known GROUP BY ALL) kn
              USING (source, pair, date)"""
     )
@@ -302,27 +321,54 @@ def _apply(
     con.execute(
         """INSERT INTO observations
            (source, pair, date, revision, rate, rate_text, change_pct, change_text,
-            capture_id)
+            capture_id, publisher)
            SELECT source, pair, date, revision, rate_text::DECIMAL(20, 10), rate_text,
                   nullif(change_text, '')::DECIMAL(12, 4), nullif(change_text, ''),
-                  capture_id
+                  capture_id, nullif(publisher, '')
            FROM vc WHERE added"""
     )
     # Every record sights each of its observations: its set's values, with their revisions.
     con.execute(
         """INSERT INTO sightings (capture_id, source, pair, date, revision)
            WITH revs AS (
-               SELECT qv.source, qv.observations,
+               SELECT qv.set_id,
                       list(struct_pack(pair := qv.pair, date := qv.date,
                                        revision := vc.revision)) AS r
-               FROM qv JOIN vc USING (source, pair, date, rate_text, change_text)
-               GROUP BY ALL
+               FROM qv JOIN vc USING (source, pair, date, rate_text, change_text, publisher)
+               GROUP BY qv.set_id
            )
            SELECT id, source, s.pair, s.date, s.revision
            FROM (SELECT f.id, f.source, unnest(revs.r) AS s
-                 FROM fresh f JOIN revs
-                   ON revs.source = f.source AND revs.observations = f.observations)"""
+                 FROM fresh f
+                 JOIN qsets q ON q.source = f.source AND q.observations = f.observations
+                 JOIN revs ON revs.set_id = q.set_id)"""
     )
+
+
+def _per_record(
+    con: duckdb.DuckDBPyConnection, counts: WriteCounts
+) -> dict[str, tuple[int, int, int]]:
+    """Each staged record's (new, already, revised): a value new or revised is counted
+    for the first record of the batch that showed it, every other observation of a
+    record as already stored. A record loaded before counts nothing."""
+    out = {key: (0, 0, 0) for key in counts.capture_ids}
+    if not counts.pages_new:
+        return out
+    rows = con.execute(
+        """WITH firsts AS (
+               SELECT capture_id AS id,
+                      count(*) FILTER (WHERE db_count IS NULL AND key_first) AS new,
+                      count(*) FILTER (WHERE db_revision IS NULL
+                                       AND NOT (db_count IS NULL AND key_first)) AS revised
+               FROM temp.vc GROUP BY capture_id)
+           SELECT f.page_key, coalesce(x.new, 0), coalesce(x.revised, 0),
+                  CASE WHEN f.observations IS NULL OR f.observations = '' THEN 0
+                       ELSE len(string_split(f.observations, ';')) END
+           FROM temp.fresh f LEFT JOIN firsts x ON x.id = f.id"""
+    ).fetchall()
+    for key, new, revised, total in rows:
+        out[key] = (int(new), int(total) - int(new) - int(revised), int(revised))
+    return out
 
 
 def record_attempts(store: Store, attempts: Sequence[Attempt], now: datetime) -> None:
