@@ -350,6 +350,26 @@ def test_captures_without_a_ticker_are_not_fetched_and_non_captures_are_skipped(
     assert wa2.snapshot_requests() == [] and again.skipped_count == 2 and n
 
 
+def test_index_rows_captured_in_the_future_are_left_out(tmp_path: Path) -> None:
+    """A hostile or broken index: rows dated after now (year 9999 at the calendar's end,
+    where the source's day would overflow) are counted as left out, never fetched."""
+    day = date(2020, 1, 1)
+    snaps = [
+        Snap(ROOT, "20200101150000", day_page(day)),
+        Snap(f"{ROOT}a", "99991231230000", day_page(day)),
+        Snap(f"{ROOT}b", "20990101000000", day_page(day)),
+    ]
+    with WebArchives(snaps) as wa:
+        config = recover_config(tmp_path, wa)
+        result = CliRunner().invoke(cli, ["--config", str(config), "recover"])
+        asked = wa.snapshot_requests()
+
+    assert result.exit_code == 0, result.output
+    assert asked == ["20200101150000"]
+    assert "left out: 2 unusable (captured in the future)" in result.output
+    assert "days covered:             1, 2020-01-01 to 2020-01-01" in result.output
+
+
 def test_a_capture_that_cannot_be_fetched_is_listed_and_retried_by_the_next_run(
     tmp_path: Path,
 ) -> None:

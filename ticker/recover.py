@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -331,8 +331,10 @@ def _list(
                 listed_at=now if done else None,
                 urlkey=page.urlkey if scope == "page" else None,
             )
-            added = write.add_listed(held(), _columns(page.rows, source), state)
-            summary.listed += len(page.rows)
+            listed, unusable = _columns(page.rows, source, now)
+            page.left_out.update(unusable)
+            added = write.add_listed(held(), listed, state)
+            summary.listed += len(listed.url)
             summary.listed_new += added
             for why, n in page.left_out.items():
                 summary.left_out[why] = summary.left_out.get(why, 0) + n
@@ -345,12 +347,23 @@ def _list(
             held.release()
 
 
-def _columns(rows: list[Row], source: Source) -> Listed:
-    """Index rows as the store keeps them, each with its day in the source's time zone."""
+def _columns(rows: list[Row], source: Source, now: datetime) -> tuple[Listed, Counter[str]]:
+    """Index rows as the store keeps them, each with its day in the source's time zone,
+    and how many were left out: a row captured more than a day after `now` (or whose
+    day is past the calendar's end) is no capture of this world."""
     out = Listed()
     tz = source.tz
+    latest = now + timedelta(days=1)
+    unusable: Counter[str] = Counter()
     for row in rows:
-        local = row.captured_at.astimezone(tz)
+        if row.captured_at > latest:
+            unusable["unusable (captured in the future)"] += 1
+            continue
+        try:
+            local = row.captured_at.astimezone(tz)
+        except OverflowError:  # its day is before the calendar's first
+            unusable["unusable (no capture time or URL)"] += 1
+            continue
         out.url.append(row.url)
         out.captured_at.append(row.captured_at)
         out.day.append(local.date())
@@ -362,7 +375,7 @@ def _columns(rows: list[Row], source: Source) -> Listed:
         out.warc_file.append(row.warc_file)
         out.warc_offset.append(row.warc_offset)
         out.warc_length.append(row.warc_length)
-    return out
+    return out, unusable
 
 
 def _plan(store: Store, choice: read.Choice, summary: RecoverSummary) -> None:
