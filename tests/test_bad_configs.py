@@ -39,6 +39,7 @@ LIMITS: dict[str, tuple[float, float, float, float]] = {
     "schedule.misfire_grace_time": (0, 1, YEAR, YEAR + 1),
     "charts.window_days": (0, 1, 36525, 36526),
     "status.stale_after": (0, 1, YEAR, YEAR + 0.5),
+    "recover.per_minute": (0, 1, 100000, 100001),
     "serve.port": (-1, 0, 65535, 65536),
 }
 # How each message states the highest value.

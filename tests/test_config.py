@@ -130,6 +130,20 @@ BAD = {
     "empty label": ('[[sources]]\nlabel = " "\n', "sources[0].label"),
     "label with a newline": ('[[sources]]\nlabel = "a\\nb"\n', "sources[0].label"),
     "label too long": (f'[[sources]]\nlabel = "{"x" * 121}"\n', "sources[0].label"),
+    "snapshot_url without {url}": (
+        '[recover]\nsnapshot_url = "https://web.archive.org/web/{timestamp}id_/"\n',
+        "recover.snapshot_url must be a URL with {timestamp} and {url} in it",
+    ),
+    "snapshot_url with another field": (
+        '[recover]\nsnapshot_url = "https://a.example/{timestamp}/{url}/{when}"\n',
+        "recover.snapshot_url must be a URL with {timestamp} and {url} in it",
+    ),
+    "cdx_url not http": ('[recover]\ncdx_url = "ftp://web.archive.org/cdx"\n', "recover.cdx_url"),
+    "commoncrawl_data without a host": (
+        '[recover]\ncommoncrawl_data = "https:///x"\n',
+        "recover.commoncrawl_data",
+    ),
+    "unknown recover key": ("[recover]\nrate = 30\n", "unknown key recover.rate"),
 }
 
 

@@ -20,6 +20,7 @@ JOBS = {
     "export",
     "check",
     "charts",
+    "recover",
 }
 ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \|([^|]*)\|$")
 

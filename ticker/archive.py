@@ -9,11 +9,13 @@ disk and renamed, so a reader never meets half a record: a crash leaves at most 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,9 +48,11 @@ def warc_bytes(
     body: bytes,
     record_id: str,
     filename: str,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> bytes:
     """A gzipped WARC: a warcinfo record, then the response record (each its own gzip
-    member), with WARC-Date = the capture time and WARC-Ticker-Source = the source."""
+    member), with WARC-Date = the capture time and WARC-Ticker-Source = the source.
+    `extra_headers` are added to the response record (where a capture came from)."""
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
@@ -82,6 +86,7 @@ def warc_bytes(
             "WARC-Date": date,
             "WARC-Record-ID": f"<urn:uuid:{uuid.UUID(hex=record_id)}>",
             SOURCE_HEADER: source,
+            **(extra_headers or {}),
         },
     )
     writer.write_record(record)
@@ -107,8 +112,12 @@ def archive_page(
     headers: Sequence[tuple[str, str]],
     body: bytes,
     record_id: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    durable: bool = True,
 ) -> Path:
-    """Write one capture to the archive, durably; return its path. Raises ArchiveError."""
+    """Write one capture to the archive, durably; return its path. Raises ArchiveError.
+    With `durable=False` the file is whole for every reader, but survives a power cut
+    only after `settle` (a caller writing many files makes them durable at once)."""
     record_id = record_id or uuid.uuid4().hex
     path = archive_path(directory, source, captured_at, record_id)
     data = warc_bytes(
@@ -122,36 +131,69 @@ def archive_page(
         body=body,
         record_id=record_id,
         filename=path.name,
+        extra_headers=extra_headers,
     )
-    write_atomic(path, data)
+    write_atomic(path, data, durable=durable)
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory."""
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory (without the
+    fsyncs when not `durable`: `settle` does them later)."""
     day = path.parent
     tmp = day / f".{path.name}.{os.getpid()}{_TMP_SUFFIX}"
     try:
         if not day.is_dir():
             day.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(day.parent)
+            if durable:
+                _fsync_dir(day.parent)
         _remove_stale_temps(day)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(day)
+        if durable:
+            _fsync_dir(day)
     except OSError as exc:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
         raise ArchiveError(path, f"cannot write the page archive ({exc.strerror or exc})") from exc
+
+
+def settle(directory: Path) -> None:
+    """Make the files written under `directory` with `durable=False` durable, all at once:
+    one syncfs(2) of its file system (where the C library has none, os.sync()). Many
+    small files cost one flush instead of three fsyncs each. Raises ArchiveError."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        raise ArchiveError(directory, f"cannot sync the page archive ({exc.strerror})") from exc
+    try:
+        syncfs = _syncfs()
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise ArchiveError(directory, f"cannot sync the page archive ({os.strerror(err)})")
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -685,6 +685,246 @@ def chart(
         ctx.exit(1)
 
 
+@cli.command()
+@click.option("--since", type=DATE, help="First capture day (YYYY-MM-DD, the source's time zone).")
+@click.option("--until", type=DATE, help="Last capture day (default: the archive's newest).")
+@click.option("--source", "source_name", help="Source to recover (default: the first).")
+@click.option(
+    "--archive",
+    type=click.Choice(["wayback", "commoncrawl"]),
+    default="wayback",
+    show_default=True,
+    help="The Wayback Machine (CDX server API) or Common Crawl (its index server).",
+)
+@click.option(
+    "--per-day",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Captures fetched per day, spread over it and always its last; 0: every one.",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(["site", "page"]),
+    default="site",
+    show_default=True,
+    help="site: captures of every page of the source's host; page: of its URL only.",
+)
+@click.option("--dry-run", is_flag=True, help="Query the index only: print what would be fetched.")
+@click.pass_context
+def recover(
+    ctx: click.Context,
+    since: datetime | None,
+    until: datetime | None,
+    source_name: str | None,
+    archive: str,
+    per_day: int,
+    scope: str,
+    dry_run: bool,
+) -> None:
+    """Recover history from the public web archives: find the captures of the source's
+    pages, fetch them politely ([recover] per_minute), keep each one in the page archive
+    and store its quotes as `ticker backfill` does.
+
+    Resumable: what was listed and fetched is kept in the store, so the same command
+    run again goes on where it stopped and fetches nothing twice. Exit code 0 when
+    every capture chosen was fetched or knowingly skipped, 1 when some could not be
+    fetched or the archive stopped the run (listed, with why; the next run retries).
+
+    \b
+    Example:
+      ticker recover --dry-run
+      ticker recover --since 2020-01-01 --per-day 2
+      ticker recover --archive commoncrawl --scope page
+    """
+    import signal
+    import threading
+    import time
+
+    from ticker.recover import recover as run_recover
+
+    _setup_logging(ctx)
+    config = _config(ctx)
+    bar = _RecoverBar() if sys.stderr.isatty() else None
+
+    # Ctrl-C or SIGTERM stops the run between requests (the one under way ends first, so
+    # nothing fetched is fetched again); what was fetched is stored, the summary printed.
+    # A second one stops it at once.
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        click.echo("stopping after the request under way (Ctrl-C again to stop at once)", err=True)
+
+    def sleep(seconds: float) -> None:
+        if stopping.wait(seconds):
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run_recover(
+            config,
+            now=_now(),
+            clock=time.monotonic,
+            sleep=sleep,
+            since=_as_date(since),
+            until=_as_date(until),
+            source_name=source_name,
+            archive=archive,
+            per_day=per_day,
+            scope=scope,
+            dry_run=dry_run,
+            progress=bar,
+            stop=stopping,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print_recover(summary)
+    ctx.exit(summary.exit_code)
+
+
+class _RecoverBar:
+    """recover's progress on a terminal: index rows while listing, then captures, with
+    the days done and the time left."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def listed(self, rows: int, requests: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(desc="listing", unit=" rows", leave=False, file=sys.stderr)
+        self.bar.n = rows
+        self.bar.set_postfix_str(f"{requests} index requests", refresh=True)
+
+    def start(self, captures: int, days: int) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.days = days
+        self.bar = tqdm(
+            total=captures, desc="captures", unit=" captures", leave=False, file=sys.stderr
+        )
+        self.bar.set_postfix_str(f"days 0/{days}", refresh=False)
+
+    def step(self, days_done: int) -> None:
+        self.bar.set_postfix_str(f"days {days_done}/{self.days}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_recover(s: Any) -> None:
+    echo = click.echo
+
+    def listed(entries: Sequence[tuple[str, str]], total: int, hint: str = "") -> None:
+        for origin, reason in entries[:LISTED]:
+            echo(f"  {origin}: {reason}" if reason else f"  {origin}")
+        if total > min(len(entries), LISTED):
+            echo(f"  ... and {total - min(len(entries), LISTED)} more")
+        if total and hint:
+            echo(f"  ({hint})")
+
+    scope = f"every page of {s.target}" if s.scope == "site" else f"the page {s.target}"
+    echo(f"archive:                  {s.archive} ({s.index}), {scope}")
+    left = ", ".join(f"{n} {why}" for why, n in sorted(s.left_out.items()))
+    echo(
+        f"captures listed:          {s.listed_in_all} ({s.listed_new} new this run, "
+        f"{_count(s.index_requests, 'request')} to the index)"
+        + (f"; left out: {left}" if left else "")
+    )
+    if s.days:
+        spread = (
+            f"{_count(s.most, 'capture')} a day"
+            if s.fewest == s.most
+            else f"{s.fewest} to {s.most} captures a day, median {s.median:g}"
+        )
+        echo(f"days found:               {s.days}, {s.first_day} to {s.last_day} ({spread})")
+    else:
+        echo("days found:               0")
+    choice = (
+        "every capture"
+        if s.per_day == 0
+        else "the last of each day"
+        if s.per_day == 1
+        else f"up to {s.per_day} a day, spread over it, always its last"
+    )
+    echo(f"captures chosen:          {s.chosen} ({choice})")
+    if s.dry_run:
+        if s.months:
+            echo("  month     days  captures  to fetch  stored")
+            for m in s.months:
+                echo(f"  {m.month}  {m.days:>5}  {m.captures:>8}  {m.to_fetch:>8}  {m.stored:>6}")
+        echo(f"to fetch:                 {s.to_fetch}")
+        echo(f"already stored:           {s.already}")
+        echo(f"skipped:                  {s.skipped_count}")
+        listed(s.skipped, s.skipped_count)
+        label = f"time at {s.per_minute} a minute:"
+        echo(
+            f"{label:<26}{_duration(s.requests / s.per_minute * 60)} "
+            f"({s.requests} downloads; bytes already fetched are not fetched again)"
+        )
+        if s.stopped:
+            echo(f"stopped: {s.stopped}")
+        else:
+            echo("dry run: no capture was fetched")
+        return
+    echo(f"captures fetched:         {s.fetched + s.reused + s.read_back}")
+    for n, what in (
+        (s.reused, "stored from bytes already fetched (revisits, identical captures)"),
+        (s.read_back, "read back from the page archive, where a stopped run left them"),
+        (s.redirected, "served by the archive in place of the capture asked for"),
+        (s.instead, "taken for a day whose chosen capture turned out to be another day's"),
+    ):
+        if n:
+            echo(f"  {n} {what}")
+    echo(f"already stored:           {s.already}")
+    echo(f"skipped:                  {s.skipped_count}")
+    listed(s.skipped, s.skipped_count)
+    echo(f"could not be fetched:     {s.failed_count}")
+    listed(s.failed, s.failed_count, "the next run tries them again")
+    echo(
+        f"observations:             {s.new} new, {s.already_stored} already stored, "
+        f"{s.revised} revised"
+    )
+    echo(f"pages with a ticker:      {s.with_ticker}")
+    echo(f"pages without ticker:     {s.no_ticker}")
+    echo(f"undated pages:            {len(s.undated)}")
+    listed(s.undated, len(s.undated), "their quotes were not stored")
+    echo(f"inconsistent pages:       {len(s.inconsistent)}")
+    listed(s.inconsistent, len(s.inconsistent))
+    if s.partial:
+        echo(f"pages read in part:       {len(s.partial)}")
+        listed(s.partial, len(s.partial))
+    if s.bad_dates:
+        echo(f"pages with a bad date:    {len(s.bad_dates)}")
+        listed(s.bad_dates, len(s.bad_dates), "their quotes were not stored")
+    span = f", {s.covered_first} to {s.covered_last}" if s.covered else ""
+    echo(f"days covered:             {s.covered}{span}")
+    if s.stopped:
+        left = f" ({s.not_reached} chosen captures not reached)" if s.not_reached else ""
+        echo(f"stopped: {s.stopped}{left}")
+
+
+def _duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min'; 90 -> '1 min 30 s'."""
+    s = round(seconds)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {s} s" if s else f"{minutes} min"
+    return f"{s} s"
+
+
 class _Stdout:
     """sys.stdout while ticker runs: a write or flush that fails becomes one error line
     (OutputError, exit code 1), or a quiet exit 1 when the reader has gone (`ticker export

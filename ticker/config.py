@@ -9,6 +9,7 @@ import math
 import os
 import re
 import stat
+import string
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ MAX_MAX_BYTES = MAX_PAGE_BYTES  # backfill refuses bigger pages: every archived 
 MAX_PERIOD = 366 * DAY  # intervals, misfire grace, stale_after: a year of seconds
 MAX_JITTER = DAY
 MAX_WINDOW_DAYS = 36525  # a century: the window's first day stays a date (year >= 1)
+MAX_PER_MINUTE = 100000  # requests to a web archive; the public ones ask for about 30
 MAX_PORT = 65535
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$")  # a name, an IPv4 or an IPv6 address
 
@@ -118,6 +120,17 @@ class ChartsConfig:
 
 
 @dataclass(frozen=True)
+class RecoverConfig:
+    """Where `ticker recover` finds the public web archives, and how fast it may ask."""
+
+    cdx_url: str = "https://web.archive.org/cdx/search/cdx"
+    snapshot_url: str = "https://web.archive.org/web/{timestamp}id_/{url}"
+    commoncrawl_index: str = "https://index.commoncrawl.org"
+    commoncrawl_data: str = "https://data.commoncrawl.org"
+    per_minute: int = 20  # requests to one archive, index and captures together
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"  # loopback only unless the config says otherwise
     port: int = 8080  # 0: a free port the system picks
@@ -140,6 +153,7 @@ class Config:
     tolerance_pct: float = 1.0  # [reference]: how far the ticker may stray, in percent
     reference_table: bool = False  # the config has a [reference] table: the daemon fetches
     serve: ServeConfig = field(default_factory=ServeConfig)
+    recover: RecoverConfig = field(default_factory=RecoverConfig)
 
     def source(self, name: str | None) -> Source:
         """The source called `name` (the official rates are "reference"), or the first
@@ -476,6 +490,7 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
             "status",
             "reference",
             "serve",
+            "recover",
         },
     )
     store = _Reader(path, raw.get("store", {}), "store", {"path", "lock_timeout"})
@@ -494,6 +509,12 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
     )
     charts = _Reader(path, raw.get("charts", {}), "charts", {"dir", "window_days", "display"})
     status = _Reader(path, raw.get("status", {}), "status", {"stale_after"})
+    recover = _Reader(
+        path,
+        raw.get("recover", {}),
+        "recover",
+        {"cdx_url", "snapshot_url", "commoncrawl_index", "commoncrawl_data", "per_minute"},
+    )
     reference = _Reader(path, raw.get("reference", {}), "reference", {"url", "tolerance_pct"})
     serve = _Reader(path, raw.get("serve", {}), "serve", {"host", "port"})
     host = serve.get("host", str, "127.0.0.1", "a host name or IP address to listen on")
@@ -560,4 +581,31 @@ def _build(raw: dict[str, Any], path: Path, base: Path, found: bool) -> Config:
         tolerance_pct=float(tolerance),
         reference_table="reference" in raw,
         serve=ServeConfig(host=host, port=port),
+        recover=_recover(recover),
+    )
+
+
+def _recover(r: _Reader) -> RecoverConfig:
+    d = RecoverConfig()
+
+    def url(key: str, default: str) -> str:
+        value: str = r.get(key, str, default, "a URL string")
+        if not _http_url(value):
+            raise r._fail(key, "an http:// or https:// URL with a host")
+        return value.rstrip("/") if key != "snapshot_url" else value
+
+    snapshot = url("snapshot_url", d.snapshot_url)
+    try:
+        snapshot.format(timestamp="20250320120000", url="https://timesca.com/")
+        fields = {f for _, f, _, _ in string.Formatter().parse(snapshot) if f}
+    except (ValueError, IndexError, KeyError) as exc:
+        raise r._fail("snapshot_url", "a URL with {timestamp} and {url} in it") from exc
+    if fields != {"timestamp", "url"}:
+        raise r._fail("snapshot_url", "a URL with {timestamp} and {url} in it")
+    return RecoverConfig(
+        cdx_url=url("cdx_url", d.cdx_url),
+        snapshot_url=snapshot,
+        commoncrawl_index=url("commoncrawl_index", d.commoncrawl_index),
+        commoncrawl_data=url("commoncrawl_data", d.commoncrawl_data),
+        per_minute=r.whole("per_minute", d.per_minute, 1, MAX_PER_MINUTE, "requests"),
     )

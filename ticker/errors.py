@@ -79,14 +79,30 @@ class FetchError(TickerError):
     """A live fetch failed; the attempt is recorded with this outcome."""
 
     def __init__(
-        self, url: str, outcome: str, reason: str, *, status: int | None = None, nbytes: int = 0
+        self,
+        url: str,
+        outcome: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        nbytes: int = 0,
+        retry_after: float | None = None,
     ) -> None:
         self.url = url
         self.outcome = outcome
         self.reason = reason
         self.status = status  # the HTTP status, when a response arrived
         self.nbytes = nbytes  # body bytes read before giving up
+        self.retry_after = retry_after  # seconds a 429 or 503 asked to wait (Retry-After)
         super().__init__(f"{url}: {reason}")
+
+
+class WebArchiveError(TickerError):
+    """A public web archive stopped a recovery: it refuses connections or keeps asking to
+    slow down (it may have blocked this address), or its index answered something that
+    is not a listing. What was done is kept; the same command run later resumes."""
+
+    exit_code = 1
 
 
 class ArchiveError(TickerError):
@@ -94,9 +110,13 @@ class ArchiveError(TickerError):
 
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = str(path)
+        self.problem = problem
         super().__init__(
             f"{path}: {problem}; check that [archive] dir is writable and has free space"
         )
+
+    def __reduce__(self) -> tuple[type[ArchiveError], tuple[str, str]]:
+        return (type(self), (self.path, self.problem))  # crosses to another process whole
 
 
 class ServeError(TickerError):

@@ -6,6 +6,8 @@ through `fetch` with a session from `make_session`."""
 from __future__ import annotations
 
 import contextvars
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -13,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -77,9 +80,9 @@ class Fetched:
 
 class Deadline:
     """The time one fetch may take, retries and waits included, enforced: when it passes,
-    a timer shuts down every socket the fetch uses, so a read blocked in any phase (TLS
-    handshake, status line, headers, body) returns at once, however slowly the server
-    trickles. The connection classes of `make_session` hand it their sockets from connect
+    a watchdog thread shuts down every socket the fetch uses, so a read blocked in any
+    phase (TLS handshake, status line, headers, body) returns at once, however slowly the
+    server trickles. The connection classes of `make_session` hand it their sockets from connect
     on; a retry whose wait would end past it is not made (see `_Retry`)."""
 
     def __init__(self, seconds: float) -> None:
@@ -91,13 +94,12 @@ class Deadline:
         self.refused_wait: float | None = None  # a retry's wait that would have overrun
         self._twins: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
         self._token: contextvars.Token[Deadline | None] | None = None
+        self.watched = False  # in the watchdog's queue
 
     def __enter__(self) -> Deadline:
         self._token = _DEADLINE.set(self)
-        self._timer.start()
+        _WATCHDOG.add(self)
         with _LIVE_LOCK:
             _LIVE.add(self)
         return self
@@ -105,7 +107,7 @@ class Deadline:
     def __exit__(self, *exc: object) -> None:
         with _LIVE_LOCK:
             _LIVE.discard(self)
-        self._timer.cancel()
+        _WATCHDOG.remove(self)
         if self._token is not None:
             _DEADLINE.reset(self._token)
         with self._lock:
@@ -145,6 +147,62 @@ class Deadline:
             _shut(twin)
 
 
+class _Watchdog:
+    """One thread that expires each fetch's Deadline when its time comes. A timer thread
+    per fetch would cost more than a fetch from a nearby server, and keep the fetching
+    thread waiting for it to start on a busy machine."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, int, Deadline]] = []  # a heap, by end time
+        self._left = 0  # entries of deadlines that ended before their time
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, deadline: Deadline) -> None:
+        with self._cond:
+            heapq.heappush(self._queue, (deadline.ends, next(self._order), deadline))
+            deadline.watched = True
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a forked child has none of its parent's threads
+                self._thread = threading.Thread(
+                    target=self._run, name="ticker-fetch-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._queue[0][2] is deadline:
+                self._cond.notify()
+
+    def remove(self, deadline: Deadline) -> None:
+        """A fetch that ended: its entry is dropped when it comes up, or all such entries
+        at once when they make up most of the queue."""
+        with self._cond:
+            if not deadline.watched:
+                return
+            deadline.watched = False
+            self._left += 1
+            if self._left > 64 and 2 * self._left > len(self._queue):
+                self._queue = [entry for entry in self._queue if entry[2].watched]
+                heapq.heapify(self._queue)
+                self._left = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._queue and not self._queue[0][2].watched:
+                        heapq.heappop(self._queue)
+                        self._left -= 1
+                    now = time.monotonic()
+                    if self._queue and self._queue[0][0] <= now:
+                        deadline = heapq.heappop(self._queue)[2]
+                        deadline.watched = False
+                        break
+                    self._cond.wait(self._queue[0][0] - now if self._queue else None)
+            deadline._expire()
+
+
+_WATCHDOG = _Watchdog()
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "ticker_fetch_deadline", default=None
 )
@@ -217,7 +275,15 @@ _POOL_CLASSES = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 class DeadlineAdapter(HTTPAdapter):
     """requests' adapter with connections that a fetch's Deadline can cut (direct and
-    through an HTTP proxy)."""
+    through an HTTP proxy). `before_send`, when set, runs before every request it sends
+    (each redirect too): a client that paces its requests waits there."""
+
+    before_send: Callable[[], None] | None = None
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.before_send is not None:
+            self.before_send()
+        return super().send(request, *args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -286,9 +352,12 @@ def _asked_wait(response: Any) -> float | None:
         return None
 
 
-def make_session(http: HttpConfig) -> requests.Session:
+def make_session(
+    http: HttpConfig, *, before_send: Callable[[], None] | None = None
+) -> requests.Session:
     """A Session for `fetch`: its adapter retries connection errors, 429 and 5xx with
-    backoff, and its connections can be cut by the fetch's deadline."""
+    backoff, and its connections can be cut by the fetch's deadline. `before_send` runs
+    before every request the session sends (see DeadlineAdapter)."""
     retry = _Retry(
         total=http.retries,
         connect=http.retries,
@@ -304,6 +373,7 @@ def make_session(http: HttpConfig) -> requests.Session:
     )
     session = requests.Session()
     adapter = DeadlineAdapter(max_retries=retry, pool_connections=2, pool_maxsize=2)
+    adapter.before_send = before_send
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -324,12 +394,15 @@ def fetch(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
-    media_types: tuple[str, ...] = TEXT_TYPES,
+    media_types: tuple[str, ...] | None = TEXT_TYPES,
+    headers: Mapping[str, str] | None = None,
     url_key: str = "[[sources]] url",
 ) -> Fetched:
     """GET one page. Returns a 200 with its whole body or a 304; raises FetchError with
     the outcome (timeout, http_error, too_large, ...) and a message naming the URL. A
-    body whose Content-Type is not one of `media_types` (the reader's) is not read.
+    body whose Content-Type is not one of `media_types` (the reader's) is not read;
+    `media_types=None` takes any body, binary too (a byte range of a WARC file).
+    `headers` are sent besides ticker's own; with a Range header a 206 is taken as well.
 
     The whole fetch (connect, TLS, status line and headers, body, every retry and every
     wait between them) ends within [http] deadline seconds, whatever the server does.
@@ -339,23 +412,26 @@ def fetch(
         raise TypeError("fetch needs a session from make_session (a DeadlineAdapter)")
     if not http.verify_tls:
         log.warning("%s: TLS certificate NOT verified ([http] verify_tls = false)", url)
-    headers = {}
-    if media_types != TEXT_TYPES:
-        headers["Accept"] = ", ".join(media_types)
+    sent = dict(headers or {})
+    if media_types is None:
+        sent.setdefault("Accept", "*/*")
+    elif media_types != TEXT_TYPES:
+        sent["Accept"] = ", ".join(media_types)
     if etag:
-        headers["If-None-Match"] = etag
+        sent["If-None-Match"] = etag
     if last_modified:
-        headers["If-Modified-Since"] = last_modified
+        sent["If-Modified-Since"] = last_modified
+    ranged = any(k.lower() == "range" for k in sent)
     with Deadline(http.deadline) as deadline:
         try:
-            resp = _get(session, url, http, headers, deadline, url_key)
+            resp = _get(session, url, http, sent, deadline, url_key)
         except FetchError as exc:
             if deadline.passed():
                 raise _past_deadline(url, http, "no response headers yet") from exc
             raise
         with resp:
             try:
-                return _read(resp, url, http, media_types, url_key)
+                return _read(resp, url, http, media_types, url_key, ranged)
             except FetchError as exc:
                 if deadline.passed():
                     where = f"HTTP {exc.status}, {exc.nbytes} bytes of the body so far"
@@ -441,16 +517,18 @@ def _read(
     resp: requests.Response,
     url: str,
     http: HttpConfig,
-    media_types: tuple[str, ...],
+    media_types: tuple[str, ...] | None,
     url_key: str,
+    ranged: bool = False,
 ) -> Fetched:
     status = resp.status_code
     raw = resp.raw
     retries = len(getattr(getattr(raw, "retries", None), "history", ()) or ())
     ctype = resp.headers.get("Content-Type")
-    if status != 200 and status != 304:
+    if status != 200 and status != 304 and not (status == 206 and ranged):
         text = _status_text(resp, retries, http, url_key)
-        raise FetchError(url, Outcome.HTTP_ERROR, text, status=status)
+        _drain_small(resp)
+        raise FetchError(url, Outcome.HTTP_ERROR, text, status=status, retry_after=_asked_wait(raw))
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > http.max_bytes:
         raise FetchError(
@@ -460,7 +538,12 @@ def _read(
             f"{http.max_bytes}; not read (raise max_bytes if the page really is this big)",
             status=status,
         )
-    if status == 200 and ctype and not ctype.lower().lstrip().startswith(media_types):
+    if (
+        status == 200
+        and ctype
+        and media_types is not None
+        and not ctype.lower().lstrip().startswith(media_types)
+    ):
         wanted = "an HTML page" if media_types == TEXT_TYPES else " or ".join(media_types)
         raise FetchError(
             url,
@@ -468,13 +551,13 @@ def _read(
             f"the server sent {ctype.split(';')[0].strip()!r}, not {wanted}; not read",
             status=status,
         )
-    body = _body(resp, url, http, status) if status == 200 else b""
+    body = _body(resp, url, http, status) if status != 304 else b""
     deadline = _DEADLINE.get()
     if deadline is not None and deadline.expired.is_set():
         # The deadline's shutdown can end a body that runs to the close of the
         # connection as if it were whole: what arrived is not the page.
         raise FetchError(url, Outcome.TIMEOUT, "", status=status, nbytes=len(body))
-    if status == 200 and _binary(body):
+    if status == 200 and media_types is not None and _binary(body):
         raise FetchError(
             url,
             Outcome.NOT_HTML,
@@ -549,6 +632,18 @@ def _body(resp: requests.Response, url: str, http: HttpConfig, status: int) -> b
             nbytes=n,
         ) from exc
     return b"".join(chunks)
+
+
+def _drain_small(resp: requests.Response) -> None:
+    """Read the short body of an error answer, so that its connection serves the next
+    request instead of being closed (a client that paces itself keeps one connection).
+    A body that is long, or of unknown length, is not waited for."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= 64 * 1024:
+        try:
+            resp.raw.drain_conn()
+        except Exception:  # only the kept connection is lost
+            log.debug("could not read the body of %s", resp.url, exc_info=True)
 
 
 def _binary(body: bytes) -> bool:

@@ -297,6 +297,260 @@ def source_health(store: Store, source: str) -> SourceHealth:
     )
 
 
+# --- recover: the listings of the web archives, and the captures chosen from them ----------
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Where a listing of an archive's index stands."""
+
+    pass_from: str  # the first capture time of the pass under way ('' for none)
+    resume: str | None  # where it goes on; None: from its start
+    complete: bool
+    listed_at: datetime | None  # when a pass last ran to its end
+    urlkey: str | None
+
+
+def listing(store: Store, key: Sequence[str]) -> Listing | None:
+    """The listing of (archive, source, scope, crawl, since, until), if one was begun."""
+    rows = store.con.execute(
+        """SELECT pass_from, resume, complete, listed_at, urlkey FROM recover_listings
+           WHERE archive = $1 AND source = $2 AND scope = $3 AND crawl = $4
+             AND since = $5 AND until = $6""",
+        list(key),
+    ).fetchall()
+    return Listing(*rows[0]) if rows else None
+
+
+def page_urlkey(store: Store, archive: str, source: str) -> str | None:
+    """The index's key of the source's own page, as a listing of that page gave it."""
+    rows = store.con.execute(
+        """SELECT min(urlkey) FROM recover_listings
+           WHERE archive = $1 AND source = $2 AND scope = 'page' AND urlkey IS NOT NULL""",
+        [archive, source],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which listed captures a recovery takes: an archive's captures of a source, of the
+    days from `since` to `until` (in the source's time zone), of the page with `urlkey`
+    only when `page`, and `per_day` of each day (0: all), spread over the day and always
+    its last one."""
+
+    archive: str
+    source: str
+    since: date | None
+    until: date | None
+    per_day: int
+    page: bool
+    urlkey: str | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "archive": self.archive,
+            "source": self.source,
+            "since": self.since,
+            "until": self.until,
+            "per_day": self.per_day,
+            "page": self.page,
+            "urlkey": self.urlkey,
+        }
+
+
+# The listed captures of a Choice, each with `chosen`. A day is cut into per_day equal
+# parts; the last capture of each part comes first, then the one before it in each part,
+# and so on: the first per_day of that order are chosen. The day's last capture is the
+# last of its part, and the latest of those that come first, so it is always chosen.
+# A capture whose snapshot serves another day's capture ('moved') is no capture of its
+# day: the day's others are chosen from.
+_LISTED = """
+    SELECT * FROM recover_captures
+    WHERE archive = $archive AND source = $source
+      AND ($since IS NULL OR day >= $since) AND ($until IS NULL OR day <= $until)
+      AND (NOT $page OR urlkey = $urlkey)
+"""
+_RECOVER_ROWS = f"""
+    SELECT *, $per_day = 0 OR row_number() OVER (
+                  PARTITION BY day ORDER BY in_part, captured_at DESC, id DESC) <= $per_day
+              AS chosen
+    FROM (
+        SELECT *, row_number() OVER (
+                      PARTITION BY day, CASE WHEN $per_day = 0 THEN 0
+                                             ELSE day_second * $per_day // 86400 END
+                      ORDER BY captured_at DESC, id DESC) AS in_part
+        FROM ({_LISTED}) WHERE state <> 'moved')
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverPlan:
+    """What a Choice comes to: captures and days found, captures chosen and what became
+    of them before, the requests left to make, and captures per day."""
+
+    listed: int
+    days: int
+    first_day: date | None
+    last_day: date | None
+    chosen: int
+    stored: int
+    skipped: int
+    to_fetch: int
+    todo_days: int  # the days of those
+    requests: int  # downloads left: bytes already fetched are not fetched again
+    fewest: int  # captures on the day with the fewest
+    most: int
+    median: float
+
+
+def recover_plan(store: Store, choice: Choice) -> RecoverPlan:
+    rows = store.con.execute(
+        f"""WITH r AS ({_RECOVER_ROWS}), listed AS ({_LISTED}),
+           have AS (SELECT DISTINCT digest FROM recover_captures
+                    WHERE archive = $archive AND source = $source AND state = 'stored'
+                      AND archive_path IS NOT NULL AND coalesce(digest, '') <> ''),
+           todo AS (SELECT * FROM r WHERE chosen AND state IN ('listed', 'failed')),
+           per_day AS (SELECT count(*) AS n FROM listed GROUP BY day)
+           SELECT (SELECT count(*) FROM listed), (SELECT count(DISTINCT day) FROM listed),
+                  (SELECT min(day) FROM listed), (SELECT max(day) FROM listed),
+                  (SELECT count(*) FROM r WHERE chosen),
+                  (SELECT count(*) FROM r WHERE chosen AND state = 'stored'),
+                  (SELECT count(*) FROM r WHERE chosen AND state = 'skipped'),
+                  (SELECT count(*) FROM todo), (SELECT count(DISTINCT day) FROM todo),
+                  (SELECT count(DISTINCT digest) FILTER (WHERE coalesce(digest, '') <> '')
+                          + count(*) FILTER (WHERE coalesce(digest, '') = '')
+                   FROM todo ANTI JOIN have USING (digest)),
+                  (SELECT coalesce(min(n), 0) FROM per_day),
+                  (SELECT coalesce(max(n), 0) FROM per_day),
+                  (SELECT coalesce(median(n), 0) FROM per_day)""",
+        choice.params(),
+    ).fetchall()
+    return RecoverPlan(*rows[0])
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverMonth:
+    month: str  # YYYY-MM
+    days: int
+    captures: int
+    to_fetch: int
+    stored: int
+
+
+def recover_months(store: Store, choice: Choice) -> list[RecoverMonth]:
+    """A Choice month by month (what a dry run shows)."""
+    rows = store.con.execute(
+        f"""SELECT strftime(day, '%Y-%m'), count(DISTINCT day), count(*),
+                  count(*) FILTER (WHERE chosen AND state IN ('listed', 'failed')),
+                  count(*) FILTER (WHERE chosen AND state = 'stored')
+           FROM ({_RECOVER_ROWS}) GROUP BY 1 ORDER BY 1""",
+        choice.params(),
+    ).fetchall()
+    return [RecoverMonth(*r) for r in rows]
+
+
+def recover_skipped(store: Store, choice: Choice, limit: int) -> list[tuple[str, datetime, str]]:
+    """Chosen captures skipped by earlier runs: URL, capture time, why."""
+    rows = store.con.execute(
+        f"""SELECT url, captured_at, coalesce(reason, '')
+           FROM ({_RECOVER_ROWS}) WHERE chosen AND state = 'skipped'
+           ORDER BY day, captured_at, id LIMIT $limit""",
+        {**choice.params(), "limit": limit},
+    ).fetchall()
+    return [(a, b, c) for a, b, c in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ToRecover:
+    """A chosen capture not stored yet, with what is known of its bytes."""
+
+    id: int
+    url: str
+    captured_at: datetime
+    day: date
+    urlkey: str | None
+    mimetype: str | None
+    status: str | None
+    digest: str | None
+    warc_file: str | None
+    warc_offset: int | None
+    warc_length: int | None
+    have_path: str | None  # a WARC file already holding the bytes of its digest
+    original_url: str | None  # a revisit: its original's record (Common Crawl)
+    original_file: str | None
+    original_offset: int | None
+    original_length: int | None
+
+
+_TODO = f"""
+    WITH r AS ({_RECOVER_ROWS}),
+    have AS (SELECT digest, min(archive_path) AS have_path FROM recover_captures
+             WHERE archive = $archive AND source = $source AND state = 'stored'
+               AND archive_path IS NOT NULL AND coalesce(digest, '') <> ''
+             GROUP BY digest),
+    original AS (SELECT digest, arg_min(url, captured_at) AS url,
+                        arg_min(warc_file, captured_at) AS file,
+                        arg_min(warc_offset, captured_at) AS offs,
+                        arg_min(warc_length, captured_at) AS len
+                 FROM recover_captures
+                 WHERE archive = $archive AND source = $source
+                   AND warc_file IS NOT NULL AND status <> '-'
+                   AND mimetype <> 'warc/revisit' AND coalesce(digest, '') <> ''
+                 GROUP BY digest)
+    SELECT r.id, r.url, r.captured_at, r.day, r.urlkey, r.mimetype, r.status, r.digest,
+           r.warc_file, r.warc_offset, r.warc_length, h.have_path, o.url, o.file, o.offs, o.len
+    FROM r LEFT JOIN have h ON h.digest = r.digest
+           LEFT JOIN original o
+             ON o.digest = r.digest AND (r.status = '-' OR r.mimetype = 'warc/revisit')
+    WHERE r.state IN ('listed', 'failed')
+"""
+
+
+def recover_todo(
+    store: Store, choice: Choice, after: tuple[date, datetime, int] | None, limit: int
+) -> list[ToRecover]:
+    """The next `limit` chosen captures not stored yet (nor skipped), in the order of
+    their days and times, after `after` (day, time, id)."""
+    day, at, row_id = after if after is not None else (None, None, None)
+    rows = store.con.execute(
+        f"""{_TODO} AND r.chosen
+              AND ($day IS NULL OR r.day > $day
+                   OR (r.day = $day AND (r.captured_at > $at
+                                         OR (r.captured_at = $at AND r.id > $row_id))))
+            ORDER BY r.day, r.captured_at, r.id LIMIT $limit""",
+        {**choice.params(), "day": day, "at": at, "row_id": row_id, "limit": limit},
+    ).fetchall()
+    return [ToRecover(*r) for r in rows]
+
+
+def recover_instead(
+    store: Store, choice: Choice, day: date, before: datetime, tried: Sequence[int]
+) -> ToRecover | None:
+    """The latest capture of `day` before `before` not stored yet, other than those
+    `tried`: taken when the day's chosen one turned out to be another day's."""
+    rows = store.con.execute(
+        f"""{_TODO} AND r.day = $day AND r.captured_at < $before
+              AND NOT list_contains($tried, r.id)
+            ORDER BY r.captured_at DESC, r.id DESC LIMIT 1""",
+        {**choice.params(), "day": day, "before": before, "tried": list(tried)},
+    ).fetchall()
+    return ToRecover(*rows[0]) if rows else None
+
+
+def days_covered(
+    store: Store, source: str, since: date | None, until: date | None
+) -> tuple[int, date | None, date | None]:
+    """Days of a source's daily series from `since` to `until`, the first and the last."""
+    rows = store.con.execute(
+        """SELECT count(DISTINCT date), min(date), max(date) FROM daily
+           WHERE source = $1 AND ($2 IS NULL OR date >= $2) AND ($3 IS NULL OR date <= $3)""",
+        [source, since, until],
+    ).fetchall()
+    n, first, last = rows[0]
+    return int(n), first, last
+
+
 # --- the server's metrics ------------------------------------------------------------------
 
 

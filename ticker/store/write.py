@@ -422,3 +422,173 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(col) for col in zip(*rows, strict=True)]
+
+
+# --- recover: the listings of the web archives, and what became of their captures ---------
+
+
+@dataclass
+class Listed:
+    """A page of index rows, as columns (the order of LISTED_COLUMNS)."""
+
+    url: list[str] = field(default_factory=list)
+    captured_at: list[datetime] = field(default_factory=list)
+    day: list[Any] = field(default_factory=list)  # date in the source's time zone
+    day_second: list[int] = field(default_factory=list)
+    urlkey: list[str] = field(default_factory=list)
+    mimetype: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    digest: list[str] = field(default_factory=list)
+    warc_file: list[str | None] = field(default_factory=list)
+    warc_offset: list[int | None] = field(default_factory=list)
+    warc_length: list[int | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ListingState:
+    """Where a listing stands after a page: see read.Listing."""
+
+    key: tuple[str, str, str, str, str, str]  # archive, source, scope, crawl, since, until
+    pass_from: str
+    resume: str | None
+    complete: bool
+    listed_at: datetime | None = None
+    urlkey: str | None = None
+
+
+def save_listing(store: Store, state: ListingState) -> None:
+    store.con.execute(
+        """INSERT INTO recover_listings
+           (archive, source, scope, crawl, since, until, pass_from, resume, complete,
+            listed_at, urlkey)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT DO UPDATE SET
+               pass_from = excluded.pass_from, resume = excluded.resume,
+               complete = excluded.complete,
+               listed_at = coalesce(excluded.listed_at, recover_listings.listed_at),
+               urlkey = coalesce(recover_listings.urlkey, excluded.urlkey)""",
+        [*state.key, state.pass_from, state.resume, state.complete, state.listed_at, state.urlkey],
+    )
+
+
+def add_listed(store: Store, rows: Listed, state: ListingState) -> int:
+    """Keep a page of index rows (each capture once: a row listed before, or twice, adds
+    nothing) and where the listing goes on, in one transaction; the rows added."""
+    archive, source = state.key[0], state.key[1]
+    with transaction(store.con, store.path):
+        added = 0
+        if rows.url:
+            ((added,),) = store.con.execute(
+                """INSERT INTO recover_captures
+                   (archive, source, url, captured_at, day, day_second, urlkey, mimetype,
+                    status, digest, warc_file, warc_offset, warc_length)
+                   SELECT $1, $2, n.* FROM (
+                       SELECT unnest($3::VARCHAR[]) AS url,
+                              unnest($4::TIMESTAMPTZ[]) AS captured_at,
+                              unnest($5::DATE[]) AS day, unnest($6::INTEGER[]) AS day_second,
+                              unnest($7::VARCHAR[]) AS urlkey, unnest($8::VARCHAR[]) AS mimetype,
+                              unnest($9::VARCHAR[]) AS status, unnest($10::VARCHAR[]) AS digest,
+                              unnest($11::VARCHAR[]) AS warc_file,
+                              unnest($12::BIGINT[]) AS warc_offset,
+                              unnest($13::BIGINT[]) AS warc_length) n
+                   WHERE NOT EXISTS (
+                       SELECT 1 FROM recover_captures c
+                       WHERE c.archive = $1 AND c.source = $2 AND c.url = n.url
+                         AND c.captured_at = n.captured_at)
+                   QUALIFY row_number() OVER (PARTITION BY n.url, n.captured_at) = 1""",
+                [
+                    archive,
+                    source,
+                    rows.url,
+                    rows.captured_at,
+                    rows.day,
+                    rows.day_second,
+                    rows.urlkey,
+                    rows.mimetype,
+                    rows.status,
+                    rows.digest,
+                    rows.warc_file,
+                    rows.warc_offset,
+                    rows.warc_length,
+                ],
+            ).fetchall()
+        save_listing(store, state)
+    return int(added)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What became of one listed capture: stored (with the page its record made, and the
+    capture the archive served when it redirected to another), skipped or failed."""
+
+    id: int
+    state: str  # stored, moved (its snapshot serves another day's capture), skipped, failed
+    reason: str | None = None
+    served_at: datetime | None = None
+    served_url: str | None = None
+    archive_path: str | None = None
+    page_key: str | None = None
+
+
+def write_recovered(
+    store: Store,
+    archive: str,
+    source: str,
+    records: Sequence[Record],
+    marks: Sequence[Recovered],
+    now: datetime,
+) -> WriteCounts:
+    """Store the records of recovered captures and mark what became of each listed one,
+    in one transaction: a capture is marked stored only with its page. A capture the
+    archive served in place of the one asked for is marked stored too, where it is
+    listed, so it is not fetched again."""
+
+    def mark(counts: WriteCounts) -> None:
+        ids = counts.capture_ids
+        stored = [m for m in marks if m.state in ("stored", "moved")]
+        store.con.execute(
+            """UPDATE recover_captures AS c
+               SET state = u.state, reason = u.reason, served_at = u.served_at,
+                   archive_path = u.archive_path, capture_id = u.capture_id
+               FROM (SELECT unnest($1::BIGINT[]) AS id, unnest($2::VARCHAR[]) AS state,
+                            unnest($3::VARCHAR[]) AS reason,
+                            unnest($4::TIMESTAMPTZ[]) AS served_at,
+                            unnest($5::VARCHAR[]) AS archive_path,
+                            unnest($6::BIGINT[]) AS capture_id) u
+               WHERE c.id = u.id""",
+            [
+                [m.id for m in marks],
+                [m.state for m in marks],
+                [m.reason for m in marks],
+                [m.served_at for m in marks],
+                [m.archive_path for m in marks],
+                [ids.get(m.page_key) if m.page_key else None for m in marks],
+            ],
+        )
+        served = [m for m in stored if m.served_url is not None and m.served_at is not None]
+        if served:
+            store.con.execute(
+                """UPDATE recover_captures AS c
+                   SET state = 'stored', reason = NULL, served_at = u.served_at,
+                       archive_path = u.archive_path, capture_id = u.capture_id
+                   FROM (SELECT unnest($3::VARCHAR[]) AS url,
+                                unnest($4::TIMESTAMPTZ[]) AS served_at,
+                                unnest($5::VARCHAR[]) AS archive_path,
+                                unnest($6::BIGINT[]) AS capture_id) u
+                   WHERE c.archive = $1 AND c.source = $2 AND c.url = u.url
+                     AND c.captured_at = u.served_at AND c.state <> 'stored'""",
+                [
+                    archive,
+                    source,
+                    [m.served_url for m in served],
+                    [m.served_at for m in served],
+                    [m.archive_path for m in served],
+                    [ids.get(m.page_key) if m.page_key else None for m in served],
+                ],
+            )
+
+    if records:
+        return write_records(store, records, now, before_commit=mark)
+    with transaction(store.con, store.path):
+        mark(WriteCounts())
+    return WriteCounts()
