@@ -25,8 +25,11 @@ run: $(VENV)/.run
 	$(BIN)/ticker chart
 	$(BIN)/ticker run
 
+# The suite waits on processes, sockets and sleeps much of the time: two workers a core.
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 * (os.cpu_count() or 1))')
+
 test: $(VENV)/.test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check ticker tests
@@ -39,6 +42,8 @@ bench: $(VENV)/.test
 	$(BIN)/python tests/benchmarks/bench_scrape.py
 	$(BIN)/python tests/benchmarks/bench_daemon_memory.py
 	$(BIN)/python tests/benchmarks/bench_serve.py
+	$(BIN)/python tests/benchmarks/bench_reference.py
+	$(BIN)/python tests/benchmarks/bench_recover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,11 @@ from servers import LocalServer
 
 from ticker.cli import cli
 
+# The processes the tests start (hundreds of `ticker` runs) read compiled modules instead
+# of compiling every module again, where the environment says not to write them.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 # --- configs -------------------------------------------------------------------------------
 
 TomlValue = str | int | float | bool

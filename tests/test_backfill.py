@@ -707,7 +707,7 @@ PAGE = st.tuples(
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pages=st.lists(PAGE, min_size=1, max_size=6), order=st.randoms(use_true_random=False))
 def test_any_pages_in_any_order_loaded_twice_give_the_same_export(

@@ -20,7 +20,7 @@ from conftest import LOCAL_HTTP, QUICK_SCHEDULE, start_ticker, ticker_subprocess
 from pages import html_page, simulate, write_dumps
 from servers import LocalServer, html
 
-DUMPS = 5000
+DUMPS = 2500
 LOCK_TIMEOUT = 20
 # The daemon's source: the local server, scraped every second; charts hourly.
 DAEMON_HTTP = LOCAL_HTTP | {"timeout": 5, "retries": 0}

@@ -34,7 +34,7 @@ from servers import LocalServer, html
 
 from ticker.store import Store
 
-KILLS = 20
+KILLS = 8
 DAYS = 1900  # + 50 revised pages + 50 pages without a ticker = 2,000 dumps
 # The backfill as a subprocess, with small batches so that a kill can land between
 # many commits (BATCH_PAGES is the backfill's batch size).
@@ -350,7 +350,7 @@ def test_a_torn_archive_file_is_reported_not_half_loaded(tmp_path: Path, compres
 
 # --- the daemon ------------------------------------------------------------------------------
 
-DAEMON_KILLS = 8
+DAEMON_KILLS = 5
 
 
 @pytest.mark.slow

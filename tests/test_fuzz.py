@@ -26,7 +26,7 @@ from ticker.text import decode, page_text
 CORPUS = Path(__file__).parent / "fixtures" / "fuzz"
 # TICKER_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py: a longer hunt than the suite's.
 FUZZ = settings(
-    max_examples=int(os.environ.get("TICKER_FUZZ_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("TICKER_FUZZ_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

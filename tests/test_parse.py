@@ -27,7 +27,7 @@ EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(en
 TEXT_FILES = sorted((FIXTURES / "dumps").glob("*.txt"))
 HTML_FILES = sorted((FIXTURES / "html").glob("*.html"))
 
-PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Inputs that broke an early parse.py are kept as regression tests: odd lines inside the
 # block (odd_pair.txt), a byte-order mark or an XML declaration before the doctype

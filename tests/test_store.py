@@ -422,7 +422,7 @@ RECORDS = st.builds(
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(batches=st.lists(st.lists(RECORDS, max_size=8), min_size=1, max_size=3))
 def test_property_batches_follow_the_rules_and_their_size_does_not_matter(
     batches: list[list[Record]],
