@@ -264,7 +264,7 @@ def test_check_command_clean_store(tmp_path: Path) -> None:
     cfg = _load(tmp_path, _pages(simulate(START, 90)))
     code, out = _check(cfg)
     assert code == 0, out
-    assert out.startswith("checked 450 days of 5 pairs from 1 source; 4")
+    assert out.startswith("checked 450 daily values of 5 pairs from 1 source; 4")  # 90 days
     assert "printed changes compared with the rates (0 without the day before" in out
     assert "0 errors" in out.splitlines()[1]
 

@@ -209,7 +209,7 @@ def check(
     checked: dict[str, int] = {
         "sources": len({d.source for d in snap.days}),
         "pairs": len(series),
-        "days": len(snap.days),
+        "days": len(snap.days),  # daily values: a day of a pair of a source
     }
     findings: list[Finding] = []
     findings += check_changes(ticker, checked)
@@ -984,7 +984,7 @@ def format_report(report: Report, limit: int = 10) -> list[str]:
     levels = report.by_level()
     c = report.checked
     lines = [
-        f"checked {_n(c.get('days', 0), 'day')} of {_n(c.get('pairs', 0), 'pair')} from "
+        f"checked {_n(c.get('days', 0), 'daily value')} of {_n(c.get('pairs', 0), 'pair')} from "
         f"{_n(c.get('sources', 0), 'source')}; {c.get('changes_checked', 0)} printed changes "
         f"compared with the rates ({c.get('changes_without_previous_day', 0)} without the "
         f"day before, {c.get('changes_repeated_day', 0)} repeating it)",
