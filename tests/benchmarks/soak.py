@@ -248,7 +248,7 @@ class Site:
         return f"http://127.0.0.1:{self.port}/"
 
     def listen(self) -> None:
-        self.server = LocalServer(self.port)
+        self.server = LocalServer(port=self.port)
         self.server.route("/", self.reply)
         self.server.__enter__()
         self.port = self.server.port
