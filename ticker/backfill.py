@@ -27,7 +27,7 @@ from ticker import sources
 from ticker.config import Config, Source
 from ticker.dumps import expand_names, read_pages
 from ticker.errors import InputError, UsageError
-from ticker.models import Outcome, Record, detail_line, shorten
+from ticker.models import Outcome, PageTally, Record, detail_line, shorten
 from ticker.sources.base import Reader
 from ticker.store import Store, read, write
 from ticker.store.write import Stager, WriteCounts
@@ -38,22 +38,16 @@ CHUNK_FILES = 250  # files per task of a backfill worker
 
 
 @dataclass
-class BackfillSummary:
+class BackfillSummary(PageTally):
     files_found: int = 0
     files_read: int = 0
     files_skipped: int = 0  # unchanged since an earlier run
     pages: int = 0
     pages_known: int = 0  # already loaded by an earlier run
-    with_ticker: int = 0
-    no_ticker: int = 0
     new: int = 0
     already: int = 0
     revised: int = 0
     # Each list: (origin, the reason or the page's problems on one shortened line).
-    undated: list[tuple[str, str]] = field(default_factory=list)
-    inconsistent: list[tuple[str, str]] = field(default_factory=list)
-    partial: list[tuple[str, str]] = field(default_factory=list)
-    bad_dates: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
 
@@ -411,16 +405,5 @@ def _worker_init(parent: int) -> None:
 
 def _tally(summary: BackfillSummary, record: Record) -> None:
     summary.pages += 1
-    outcome = record.outcome
-    if outcome == Outcome.NO_TICKER:
-        summary.no_ticker += 1
-    else:
-        summary.with_ticker += 1
-    listed = {
-        Outcome.UNDATED: summary.undated,
-        Outcome.INCONSISTENT: summary.inconsistent,
-        Outcome.PARTIAL: summary.partial,
-        Outcome.BAD_DATE: summary.bad_dates,
-    }.get(Outcome(outcome), summary.problems)
-    if record.detail or listed is not summary.problems:
-        listed.append((record.origin, detail_line(record.detail)))
+    if not summary.tally(record) and record.detail:
+        summary.problems.append((record.origin, detail_line(record.detail)))

@@ -148,6 +148,40 @@ class Record:
     observations: tuple[Observation, ...] = ()
 
 
+@dataclass
+class PageTally:
+    """What the pages read came to, as the summaries of backfill and recover count them:
+    with a ticker or without, and the pages of each outcome worth a look, listed as
+    (origin, the page's problems on one line)."""
+
+    with_ticker: int = 0
+    no_ticker: int = 0
+    undated: list[tuple[str, str]] = field(default_factory=list)
+    inconsistent: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)
+    bad_dates: list[tuple[str, str]] = field(default_factory=list)
+
+    def tally(self, record: Record, limit: int | None = None) -> bool:
+        """Count one page; list it under its outcome when that is undated,
+        inconsistent, partial or bad_date (at most `limit` entries a list). False when
+        its outcome has no list."""
+        if record.outcome == Outcome.NO_TICKER:
+            self.no_ticker += 1
+        else:
+            self.with_ticker += 1
+        listed = {
+            Outcome.UNDATED: self.undated,
+            Outcome.INCONSISTENT: self.inconsistent,
+            Outcome.PARTIAL: self.partial,
+            Outcome.BAD_DATE: self.bad_dates,
+        }.get(Outcome(record.outcome))
+        if listed is None:
+            return False
+        if limit is None or len(listed) < limit:
+            listed.append((record.origin, detail_line(record.detail)))
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One fetch of one source and what came of it."""

@@ -41,7 +41,7 @@ from ticker.archive import archive_page, archive_path, settle
 from ticker.config import Config, Source
 from ticker.dumps import read_pages
 from ticker.errors import ArchiveError, FetchError, InputError, UsageError, WebArchiveError
-from ticker.models import Outcome, Page, Record, detail_line, shorten
+from ticker.models import Outcome, Page, PageTally, Record, shorten
 from ticker.store import Store, read, write
 from ticker.store.write import Listed, ListingState, Recovered, WriteCounts
 from ticker.webarchive import (
@@ -119,8 +119,8 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class RecoverSummary:
+@dataclass(kw_only=True)
+class RecoverSummary(PageTally):
     archive: str
     index: str  # the index's URL
     scope: str
@@ -159,12 +159,6 @@ class RecoverSummary:
     new: int = 0
     already_stored: int = 0
     revised: int = 0
-    with_ticker: int = 0
-    no_ticker: int = 0
-    undated: list[tuple[str, str]] = field(default_factory=list)
-    inconsistent: list[tuple[str, str]] = field(default_factory=list)
-    partial: list[tuple[str, str]] = field(default_factory=list)
-    bad_dates: list[tuple[str, str]] = field(default_factory=list)
     covered: int = 0
     covered_first: date | None = None
     covered_last: date | None = None
@@ -678,22 +672,6 @@ class _Run:
             self.summary.failed.append((where, shorten(why)))
         return Recovered(row_id, "failed", reason=shorten(why))
 
-    def _tally(self, record: Record) -> None:
-        s = self.summary
-        outcome = record.outcome
-        if outcome == Outcome.NO_TICKER:
-            s.no_ticker += 1
-            return
-        s.with_ticker += 1
-        listed = {
-            Outcome.UNDATED: s.undated,
-            Outcome.INCONSISTENT: s.inconsistent,
-            Outcome.PARTIAL: s.partial,
-            Outcome.BAD_DATE: s.bad_dates,
-        }.get(Outcome(outcome))
-        if listed is not None and len(listed) < LISTED:
-            listed.append((record.origin, detail_line(record.detail)))
-
     def flush(self) -> None:
         """Store the batch: its archive files written and made durable first, then the
         pages and what became of each capture in one transaction. When an archive file
@@ -723,7 +701,7 @@ class _Run:
             raise
         self.batch = []
         for record in records:
-            self._tally(record)
+            self.summary.tally(record, LISTED)
         self.summary.add(counts)
 
     def _resolve(self, pending: _Pending) -> None:
