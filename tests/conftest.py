@@ -34,7 +34,7 @@ TomlValue = str | int | float | bool
 
 # [http] for a source on the local server: every fault ends in seconds, not minutes.
 # A test changes a key with `http=LOCAL_HTTP | {"retries": 0}`.
-LOCAL_HTTP: Mapping[str, TomlValue] = MappingProxyType(
+LOCAL_HTTP: MappingProxyType[str, TomlValue] = MappingProxyType(
     {
         "timeout": 2.0,
         "max_bytes": 5 * 1024 * 1024,
@@ -45,7 +45,7 @@ LOCAL_HTTP: Mapping[str, TomlValue] = MappingProxyType(
     }
 )
 # [schedule] for a daemon under test: a scrape every second, on time.
-QUICK_SCHEDULE: Mapping[str, TomlValue] = MappingProxyType(
+QUICK_SCHEDULE: MappingProxyType[str, TomlValue] = MappingProxyType(
     {"scrape": 1, "jitter": 0, "misfire_grace_time": 60}
 )
 

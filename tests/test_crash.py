@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -188,7 +189,7 @@ def _backfill(cfg: Path, root: Path, small: bool) -> subprocess.Popen[str]:
     tmp.mkdir(exist_ok=True)
     env = {"TMPDIR": str(tmp)}
     args = ["--config", str(cfg), "backfill", str(root)]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if small:
         return subprocess.Popen(
             [sys.executable, "-c", SMALL_BATCHES, *args],

@@ -81,8 +81,8 @@ def _bare_png(series: list[Series], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     for s in series:
-        x = np.array([p.date for p in s.points], dtype="datetime64[D]")
-        y = np.array([1 / float(p.rate) for p in s.points])
+        x = np.array([p.date for p in s.days], dtype="datetime64[D]")
+        y = np.array([1 / float(p.rate) for p in s.days])
         ax.plot(x, y, label=s.pair)
     ax.legend()
     fig.savefig(path)
@@ -197,7 +197,7 @@ def main() -> int:
     matplotlib.use("Agg")
     t0 = time.perf_counter()
     series = [make_series(base) for base in PER_USD]
-    points = sum(len(s.points) for s in series)
+    points = sum(len(s.days) for s in series)
     print(
         f"data: {len(series)} pairs x 10 years, {points} points ({time.perf_counter() - t0:.2f} s)"
     )

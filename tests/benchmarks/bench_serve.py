@@ -356,9 +356,9 @@ def main() -> None:
             reads_before = reads(url)
             with OpenWaits() as idle_waits, OpenWaits() as busy_waits:
                 for _ in range(args.slices):
-                    connect_module.connect = idle_waits.timed
+                    connect_module.connect = idle_waits.timed  # type: ignore[assignment]
                     cycles_for(part, idle)
-                    connect_module.connect = busy_waits.timed
+                    connect_module.connect = busy_waits.timed  # type: ignore[assignment]
                     runner = threading.Thread(
                         target=lambda: under_slices.append(load(url + query, args.clients, part))
                     )

@@ -124,6 +124,11 @@ def mask(text: str, root: Path) -> str:
     return text
 
 
+def _after(seconds: float, run: Callable[..., str], *args: str) -> str:
+    time.sleep(seconds)
+    return run(*args)
+
+
 def steps(side: Side, corpora: Path) -> list[tuple[str, Callable[[], str]]]:
     samples = sorted(str(p) for p in DUMPS.glob("tca_2025-*.txt")) + sorted(
         str(p) for p in DUMPS.glob("no_ticker_*.txt")
@@ -159,7 +164,7 @@ def steps(side: Side, corpora: Path) -> list[tuple[str, Callable[[], str]]]:
         ("chart pair", lambda: run("chart", "--pair", "KZT", "--all", "--out", "c2")),
         ("scrape", lambda: run("scrape")),
         # a second apart: two captures of one page in the same second are one capture
-        ("scrape again", lambda: (time.sleep(1.1), run("scrape"))[1]),
+        ("scrape again", lambda: _after(1.1, run, "scrape")),
         ("status", lambda: run("status")),
         ("status --json", lambda: run("status", "--json")),
         ("tables", side.tables),

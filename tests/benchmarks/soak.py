@@ -884,7 +884,7 @@ def read_store(work: Path, path: Path, url: str) -> StoreData:
             """SELECT s.capture_id, o.pair, o.date::VARCHAR, o.rate_text, o.change_text
                FROM sightings s JOIN observations o USING (source, pair, date, revision)"""
         ).fetchall():
-            shown.setdefault(cid, set()).add(tuple(quote))  # type: ignore[arg-type]
+            shown.setdefault(cid, set()).add(tuple(quote))
         observations = set(
             con.execute(
                 "SELECT pair, date::VARCHAR, rate_text, change_text FROM observations"
@@ -901,8 +901,8 @@ def read_store(work: Path, path: Path, url: str) -> StoreData:
     out = ticker(
         work, write_config(work / f"{path.stem}.toml", path, url, 1), "export", "--format", "json"
     )
-    rows = json.loads(out.stdout) if out.returncode == 0 else []
-    exported = {(r["pair"], r["date"], r["rate"], r["change_pct"]) for r in rows}
+    records: list[dict[str, str]] = json.loads(out.stdout) if out.returncode == 0 else []
+    exported = {(r["pair"], r["date"], r["rate"], r["change_pct"]) for r in records}
     return StoreData(path.name, captures, shown, observations, attempts, exported)
 
 
@@ -1022,7 +1022,7 @@ def _by_time(sent: Sent, attempts: list[dict[str, Any]], used: set[int]) -> dict
 def _killed_with(soak: Soak, sent: Sent) -> bool:
     """The run that fetched the page was killed (SIGKILL) while it could still hold it."""
     for life in soak.daemon.lives:
-        if life.started <= sent.t1 <= (life.ended or 0):
+        if life.ended is not None and life.started <= sent.t1 <= life.ended:
             return life.how == "SIGKILL" and life.ended - sent.t1 < DEADLINE + LOCK_TIMEOUT + 5
     return False
 
