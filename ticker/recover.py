@@ -208,6 +208,16 @@ def recover(
     if since and until and since > until:
         raise UsageError(f"--since {since} is after --until {until}")
     media_types = sources.reader(source.kind).media_types  # what the archives are asked for
+    if "text/html" not in media_types:
+        raise UsageError(
+            f"--source {source.name}: a source of kind {source.kind!r} reads no web pages, "
+            "so the web archives hold nothing of it; recover a [[sources]] page source"
+            + (
+                " (the official rates come from `ticker reference`)"
+                if source.kind == "reference"
+                else ""
+            )
+        )
     polite = Polite(
         config.http,
         config.recover.per_minute,
