@@ -151,11 +151,15 @@ def test_kill_9_backfill_at_random_moments(
 
     rng = random.Random(20251123)
     kills = rounds = killed_with_data = 0
-    while kills < KILLS:
+
+    def more() -> bool:  # KILLS at least, and on until two landed between commits
+        return kills < KILLS or (killed_with_data < 2 and kills < 4 * KILLS)
+
+    while more():
         rounds += 1
         cfg = _fresh(tmp_path / f"round{rounds}")
         db = cfg.parent / "ticker.duckdb"
-        while kills < KILLS:
+        while more():
             small = rng.random() < 0.75
             proc = _backfill(cfg, root, small)
             try:
