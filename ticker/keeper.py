@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ticker import sources
 from ticker.archive import archive_page
@@ -27,25 +27,12 @@ from ticker.config import Source
 from ticker.errors import ArchiveError
 from ticker.models import Page, Record, shorten
 
-KEEP_BATCH = 1  # captures sent to the keeper at a time
 KEEPER_START = 60.0  # seconds the keeper may take to start (a loaded machine)
 _READY = "ready"
 
 
 class ParseFailed(Exception):
     """The reader failed on a page (a bug): its capture is marked failed, the run goes on."""
-
-
-class Kept(Protocol):
-    def result(self) -> Record: ...
-
-
-class Keeper(Protocol):
-    """Writes captures to the page archive and reads them, while the caller fetches."""
-
-    def submit(self, page: Page, write: dict[str, Any] | None) -> Kept: ...
-
-    def close(self) -> None: ...
 
 
 def _keep(
@@ -67,16 +54,16 @@ def _keep(
         raise ParseFailed(shorten(f"{type(exc).__name__}: {exc}")) from exc
 
 
-class _Ticket:
-    """A capture handed to the keeper process; `result` waits for its record."""
+class Ticket:
+    """A capture handed to the keeper; `result` waits for its record (asked again, for a
+    capture served in place of another, it gives the same record or error)."""
 
-    def __init__(self, keeper: _ProcessKeeper, seq: int) -> None:
+    def __init__(self, keeper: Keeper, seq: int) -> None:
         self.keeper, self.seq = keeper, seq
         self.record: Record | None = None
         self.error: ArchiveError | ParseFailed | None = None
 
     def result(self) -> Record:
-        # asked again for a capture served in place of another (one record for both)
         if self.record is None and self.error is None:
             try:
                 self.record = self.keeper.result(self.seq)
@@ -88,14 +75,14 @@ class _Ticket:
         return self.record
 
 
-class _ProcessKeeper:
-    """A keeper process, started fresh (spawn: it inherits no open file of this one, so
+class Keeper:
+    """The keeper process, started fresh (spawn: it inherits no open file of this one, so
     no connection to the archive outlives its closing here, and no lock held by one of
     this process's threads): each capture goes to it through one pipe, its record comes
     back through another, read as they come between fetches (the keeper's reading of new
     captures never waits on this process). It ignores SIGINT and SIGTERM (this process
     stops it, after storing what it kept) and ends when this process does (its pipe
-    closes), however this process ends."""
+    closes), however this process ends. `reader` reads the captures (pickled to it)."""
 
     def __init__(self, directory: Path, source: Source, now: datetime, reader: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -116,34 +103,27 @@ class _ProcessKeeper:
         if not self.results.poll(KEEPER_START) or self.results.recv() != _READY:
             self.close()
             raise RuntimeError(f"the keeper process did not start within {KEEPER_START:g} s")
-        self.waiting: list[tuple[int, Page, dict[str, Any] | None]] = []
         self.done: dict[int, tuple[Record | None, BaseException | None]] = {}
         self.seq = 0
 
-    def submit(self, page: Page, write: dict[str, Any] | None) -> Kept:
+    def submit(self, page: Page, write: dict[str, Any] | None) -> Ticket:
+        """Hand over one capture (`write`: archive_page's arguments, None when it is in
+        the archive already)."""
         self.seq += 1
-        self.waiting.append((self.seq, page, write))
-        if len(self.waiting) >= KEEP_BATCH:
-            self._send()
-        # What has come back, without waiting: the keeper's writers wait while its pipe
-        # is full.
+        self.jobs.send((self.seq, page, write))
+        # What has come back, without waiting: the keeper waits while its pipe is full.
         while self.results.poll():
             self._receive()
-        return _Ticket(self, self.seq)
-
-    def _send(self) -> None:
-        if self.waiting:
-            batch, self.waiting = self.waiting, []
-            self.jobs.send(batch)
+        return Ticket(self, self.seq)
 
     def _receive(self) -> None:
         try:
-            self.done.update(self.results.recv())
+            seq, record, error = self.results.recv()
         except (EOFError, OSError) as exc:
             raise RuntimeError("the keeper process ended early") from exc
+        self.done[seq] = (record, error)
 
     def result(self, seq: int) -> Record:
-        self._send()
         while seq not in self.done:
             self._receive()
         record, error = self.done.pop(seq)
@@ -179,17 +159,17 @@ def _keeper_main(
         results.send(_READY)
         while True:
             try:
-                batch = jobs.recv()
+                job = jobs.recv()
             except EOFError:
                 break
-            if batch is None:
+            if job is None:
                 break
-            out: dict[int, tuple[Record | None, BaseException | None]] = {}
-            for seq, page, write in batch:
-                try:
-                    out[seq] = (_keep(page, write, directory, source, now, reader), None)
-                except (ArchiveError, ParseFailed) as exc:
-                    out[seq] = (None, exc)
+            seq, page, write = job
+            out: tuple[int, Record | None, BaseException | None]
+            try:
+                out = (seq, _keep(page, write, directory, source, now, reader), None)
+            except (ArchiveError, ParseFailed) as exc:
+                out = (seq, None, exc)
             if not alone:
                 try:
                     results.send(out)
@@ -216,6 +196,6 @@ def _stop_signals_ignored() -> Iterator[None]:
 
 
 def keeper(directory: Path, source: Source, now: datetime, reader: Any = None) -> Keeper:
-    """A keeper process: captures are archived and read on another core. `reader` reads
-    them (by default the source kind's, with its cache; it is pickled to the keeper)."""
-    return _ProcessKeeper(directory, source, now, reader or sources.reader(source.kind, cache=True))
+    """The keeper of a recovery; `reader` reads the captures (by default the source
+    kind's, with its cache)."""
+    return Keeper(directory, source, now, reader or sources.reader(source.kind, cache=True))

@@ -38,7 +38,7 @@ from ticker.archive import archive_path, settle
 from ticker.config import Config, Source
 from ticker.dumps import read_pages
 from ticker.errors import FetchError, InputError, UsageError, WebArchiveError
-from ticker.keeper import Keeper, Kept, ParseFailed, keeper
+from ticker.keeper import Keeper, ParseFailed, Ticket, keeper
 from ticker.models import Outcome, Page, PageTally, Record, shorten
 from ticker.store import Store, read, write
 from ticker.store.write import Listed, ListingState, Recovered, WriteCounts
@@ -730,7 +730,7 @@ class _Pending:
 
     mark: Recovered
     where: str
-    record: Kept | None = None
+    record: Ticket | None = None
     written: bool = False  # the record goes with another capture's mark (a redirect)
     resolved: bool = False  # the keeper's answer is in `read` (or `mark` says it failed)
     read: Record | None = None
