@@ -691,7 +691,10 @@ def test_the_summary_and_exit_code_of_the_command(tmp_path: Path) -> None:
         (["--archive", "archive.today"], "Invalid value for '--archive'"),
         (["--scope", "domain"], "Invalid value for '--scope'"),
         (["--source", "nope"], "no source named 'nope'"),
-        (["--source", "reference"], "--source reference: a source of kind 'reference' reads no"),
+        (
+            ["--source", "reference"],
+            "--source reference: a source of kind 'reference' is no web page",
+        ),
     ],
 )
 def test_a_usage_error_is_exit_code_2(tmp_path: Path, args: list[str], message: str) -> None:

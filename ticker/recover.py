@@ -200,14 +200,11 @@ def recover(
         raise UsageError(f"--since {since} is after --until {until}")
     media_types = sources.reader(source.kind).media_types  # what the archives are asked for
     if "text/html" not in media_types:
+        fetch_it = "`ticker reference`" if source.kind == "reference" else "its own command"
         raise UsageError(
-            f"--source {source.name}: a source of kind {source.kind!r} reads no web pages, "
-            "so the web archives hold nothing of it; recover a [[sources]] page source"
-            + (
-                " (the official rates come from `ticker reference`)"
-                if source.kind == "reference"
-                else ""
-            )
+            f"--source {source.name}: a source of kind {source.kind!r} is no web page, so the "
+            f"web archives keep none of it (it comes from {fetch_it}); choose a [[sources]] "
+            "source whose url is a web page"
         )
     polite = Polite(
         config.http,
